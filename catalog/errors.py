@@ -1,0 +1,50 @@
+"""Error codes that clients can act on; every ValidationError the services raise uses one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.core.exceptions import ValidationError
+
+
+class ErrorCode(StrEnum):
+    REQUIRED = "required"
+    BLANK = "blank"
+    MAX_LENGTH = "max_length"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    INVALID_TRANSITION = "invalid_transition"
+    VERSION_CONFLICT = "version_conflict"
+
+
+# Django's own validation codes, folded into the few this API documents.
+_DJANGO_CODES = {
+    "null": ErrorCode.BLANK,
+    "blank": ErrorCode.BLANK,
+    "required": ErrorCode.REQUIRED,
+    "max_length": ErrorCode.MAX_LENGTH,
+}
+
+
+def field_error(field: str, message: str, code: ErrorCode) -> ValidationError:
+    """Return an error about one field, shaped so strawberry-django keeps its code."""
+    # handle_django_errors reads the code from the inner error only.
+    return ValidationError({field: ValidationError(message, code=code.value)})
+
+
+def operation_error(message: str, code: ErrorCode) -> ValidationError:
+    """Return an error about the operation as a whole."""
+    return ValidationError(message, code=code.value)
+
+
+def normalized(error: ValidationError) -> ValidationError:
+    """Return `error` with Django's field codes mapped to the documented ones."""
+    return ValidationError(
+        {
+            field: [
+                ValidationError(e.message, code=_DJANGO_CODES.get(e.code, ErrorCode.INVALID).value, params=e.params)
+                for e in errors
+            ]
+            for field, errors in error.error_dict.items()
+        }
+    )

@@ -1,0 +1,164 @@
+"""The catalog's data: sources and the log of every change made to them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+TEXT_LENGTH = 255
+
+
+class SourceStatus(models.TextChoices):
+    ACTIVE = "ACTIVE", "Active"
+    INACTIVE = "INACTIVE", "Inactive"
+
+
+class DeliveryStatus(models.TextChoices):
+    RECEIVED = "RECEIVED", "Received"
+    AWAITING = "AWAITING", "Awaiting"
+    DELAYED = "DELAYED", "Delayed"
+    UNKNOWN = "UNKNOWN", "Unknown"
+
+
+class SourceEventKind(models.TextChoices):
+    CREATED = "CREATED", "Created"
+    UPDATED = "UPDATED", "Updated"
+    ACTIVATED = "ACTIVATED", "Activated"
+    DEACTIVATED = "DEACTIVATED", "Deactivated"
+    REACTIVATED = "REACTIVATED", "Reactivated"
+    DELETED = "DELETED", "Deleted"
+
+
+def delivery_status_on(current_update: date | None, today: date) -> DeliveryStatus:
+    """Return the delivery status of a source whose last delivery is `current_update`."""
+    if current_update is None:
+        return DeliveryStatus.UNKNOWN
+    if current_update > today:
+        return DeliveryStatus.AWAITING
+    if current_update == today:
+        return DeliveryStatus.RECEIVED
+    return DeliveryStatus.DELAYED
+
+
+class Source(models.Model):
+    """A vendor's data subscription for a country and panel."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    created_by = models.CharField(max_length=TEXT_LENGTH)
+    country = models.CharField(max_length=TEXT_LENGTH)
+    data_vendor = models.CharField(max_length=TEXT_LENGTH)
+    panel = models.CharField(max_length=TEXT_LENGTH)
+    panel_group = models.CharField(max_length=TEXT_LENGTH, default="DKM")
+    scope_of_subscription = models.CharField(max_length=TEXT_LENGTH, blank=True, default="")
+    data_type = models.CharField(max_length=TEXT_LENGTH)
+    granularity = models.CharField(max_length=TEXT_LENGTH, default="National")
+    end_date = models.DateField(null=True, blank=True)
+    current_update = models.DateField(null=True, blank=True, help_text="Date of the last delivery.")
+    next_update = models.DateField(
+        null=True, blank=True, help_text="Date of the next expected delivery."
+    )
+    status = models.CharField(
+        max_length=8, choices=SourceStatus.choices, default=SourceStatus.ACTIVE
+    )
+    # Remembers whether the source was ever active, which tells `activate` (first time)
+    # from `reactivate` apart without reading the event log.
+    first_activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        indexes = (models.Index(fields=("status", "country")),)
+
+    def __str__(self) -> str:
+        return f"{self.data_vendor} / {self.country} / {self.panel}"
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Source:
+        instance = super().from_db(db, field_names, values)
+        # Lets the change log tell a status change made by plain ORM code from an edit.
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    @property
+    def delivery_status(self) -> DeliveryStatus:
+        return delivery_status_on(self.current_update, timezone.localdate())
+
+    @property
+    def next_status(self) -> str:
+        return self.next_update.isoformat() if self.next_update else "unscheduled"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._first_activation = (
+            self.status == SourceStatus.ACTIVE and self.first_activated_at is None
+        )
+        if self._first_activation:
+            self.first_activated_at = timezone.now()
+        adding = self._state.adding
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "version", "updated_at", "first_activated_at"}
+        # The save and the change-log entry written by the post_save receiver commit
+        # together, whoever calls save(): a service, the admin or plain ORM code.
+        with transaction.atomic(using=kwargs.get("using")):
+            if not adding:
+                # Incremented in the database, so two saves never produce the same version.
+                self.version = F("version") + 1
+            super().save(*args, **kwargs)
+            if not adding:
+                self.refresh_from_db(fields=["version"])
+
+
+class SourceEvent(models.Model):
+    """One committed change to a source, with the source as that change left it."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Not a foreign key: the log outlives the sources it describes.
+    source_id = models.UUIDField(db_index=True)
+    kind = models.CharField(max_length=11, choices=SourceEventKind.choices)
+    version = models.PositiveIntegerField()
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=150, null=True, blank=True)
+    snapshot = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
+
+    class Meta:
+        ordering = ("id",)
+        constraints = (
+            # Each version of a source is produced by exactly one change.
+            models.UniqueConstraint(fields=("source_id", "version"), name="one_event_per_version"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.source_id} v{self.version}"
+
+    @property
+    def cursor(self) -> str:
+        # Fixed-width hex of the sequence number: opaque, and sorts as a string.
+        return f"{self.id:016x}"
+
+    @property
+    def source(self) -> Source | None:
+        return source_from_snapshot(self.snapshot) if self.snapshot is not None else None
+
+
+_SNAPSHOT_FIELDS = tuple(f for f in Source._meta.concrete_fields)
+
+
+def source_snapshot(source: Source) -> dict[str, Any]:
+    """Return the source's stored fields as JSON-ready values."""
+    return {f.attname: f.value_from_object(source) for f in _SNAPSHOT_FIELDS}
+
+
+def source_from_snapshot(snapshot: dict[str, Any]) -> Source:
+    """Rebuild an unsaved `Source` exactly as a snapshot recorded it."""
+    values = {f.attname: f.to_python(snapshot.get(f.attname)) for f in _SNAPSHOT_FIELDS}
+    source = Source(**values)
+    source._state.adding = False
+    return source

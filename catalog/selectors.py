@@ -1,0 +1,127 @@
+"""Reads of the catalog that are more than a field lookup: the data library's counters."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus
+
+
+@dataclass(frozen=True)
+class MetricCounter:
+    key: str
+    label: str
+    window_days: int
+    count: int
+
+
+@dataclass(frozen=True)
+class MetricSection:
+    key: str
+    title: str
+    counters: list[MetricCounter]
+
+
+@dataclass(frozen=True)
+class DataLibrary:
+    window_days: int
+    generated_at: datetime
+    sections: list[MetricSection]
+
+
+def source_get(source_id: str | uuid.UUID) -> Source | None:
+    """Return the source with this id, or None when there is none or the id is no UUID."""
+    try:
+        pk = source_id if isinstance(source_id, uuid.UUID) else uuid.UUID(str(source_id))
+    except ValueError:
+        return None
+    return Source.objects.filter(pk=pk).first()
+
+
+def data_library_window_start(today: date, window_days: int) -> date:
+    """Return the first day of a window of `window_days` days that ends with `today`."""
+    return today - timedelta(days=window_days - 1)
+
+
+def data_library(*, now: datetime | None = None, window_days: int | None = None) -> DataLibrary:
+    """Compute the data library's counters in two SQL queries, however many sources exist."""
+    now = now or timezone.now()
+    window_days = window_days or settings.DATA_LIBRARY_WINDOW_DAYS
+    today = timezone.localdate(now)
+    start = data_library_window_start(today, window_days)
+    window_opens = timezone.make_aware(datetime.combine(start, time.min))
+
+    active = Q(status=SourceStatus.ACTIVE)
+    sources = Source.objects.aggregate(
+        created=Count("pk", filter=Q(created_at__gte=window_opens, created_at__lte=now)),
+        received=Count("pk", filter=active & Q(current_update=today)),
+        awaiting=Count("pk", filter=active & Q(current_update__gt=today)),
+        delayed=Count("pk", filter=active & Q(current_update__lt=today)),
+        pending=Count("pk", filter=active & Q(next_update__gt=today)),
+        in_progress=Count(
+            "pk",
+            filter=active
+            & Q(next_update__lte=today)
+            & (Q(current_update__isnull=True) | Q(current_update__lt=F("next_update"))),
+        ),
+        completed=Count("pk", filter=active & Q(current_update__range=(start, today))),
+    )
+
+    # Transitions are counted for the sources still in the library.
+    in_window = SourceEvent.objects.filter(
+        occurred_at__gte=window_opens,
+        occurred_at__lte=now,
+        source_id__in=Source.objects.values("pk"),
+    )
+    activations = Q(kind__in=(SourceEventKind.ACTIVATED, SourceEventKind.REACTIVATED)) | Q(
+        kind=SourceEventKind.CREATED, snapshot__status=SourceStatus.ACTIVE
+    )
+    events = in_window.aggregate(
+        activated=Count("source_id", distinct=True, filter=activations),
+        deactivated=Count("source_id", distinct=True, filter=Q(kind=SourceEventKind.DEACTIVATED)),
+    )
+    counts = sources | events
+
+    def counter(key: str, label: str) -> MetricCounter:
+        return MetricCounter(key=key, label=label, window_days=window_days, count=counts[key])
+
+    return DataLibrary(
+        window_days=window_days,
+        generated_at=now,
+        sections=[
+            MetricSection(
+                key="library",
+                title="Data Library",
+                counters=[
+                    counter("created", "Created"),
+                    counter("activated", "Activated"),
+                    counter("deactivated", "Deactivated"),
+                ],
+            ),
+            MetricSection(
+                key="delivery",
+                title="Data Delivery",
+                counters=[
+                    counter("received", "Received"),
+                    counter("awaiting", "Awaiting"),
+                    counter("delayed", "Delayed"),
+                ],
+            ),
+            MetricSection(
+                key="update",
+                title="Data Update",
+                counters=[
+                    counter("pending", "Pending"),
+                    counter("in_progress", "In Progress"),
+                    counter("completed", "Completed"),
+                ],
+            ),
+        ],
+    )
+

@@ -1,0 +1,61 @@
+"""Error codes on every GraphQL error, and no internals in the ones nobody expected."""
+
+from __future__ import annotations
+
+import logging
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.types import ExecutionContext
+
+from catalog.errors import ErrorCode
+
+logger = logging.getLogger(__name__)
+
+INTERNAL = "internal"
+
+
+def invalid(message: str) -> GraphQLError:
+    """Return a request error about input the client can fix."""
+    return GraphQLError(message, extensions={"code": ErrorCode.INVALID.value})
+
+
+def _is_unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    return original is not None and not isinstance(original, GraphQLError)
+
+
+class ErrorCodes(MaskErrors):
+    """Give every error an `extensions.code`; hide the text of unexpected exceptions.
+
+    Request errors (syntax, validation, values that do not fit their type) get `invalid`;
+    an exception nobody raised on purpose is logged with its traceback here and reaches the
+    client only as "Unexpected error." with code `internal`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_is_unexpected)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": INTERNAL}
+        return masked
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": ErrorCode.INVALID.value}
+        return processed
+
+
+class Schema(strawberry.Schema):
+    """Strawberry's schema, logging only the errors that are the server's fault."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Bad documents and bad input are answered with a clear error; logging each with a
+        # traceback would bury the real faults.
+        for error in errors:
+            if _is_unexpected(error):
+                logger.error("Unexpected error in %s", error.path, exc_info=error.original_error)

@@ -1,0 +1,102 @@
+"""The GraphQL entry points: Query, Mutation, and the root schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import strawberry
+import strawberry_django
+from asgiref.sync import sync_to_async
+from strawberry.types import Info
+from strawberry_django.optimizer import DjangoOptimizerExtension
+from strawberry_django.pagination import OffsetPaginationInput
+
+from catalog import selectors, services
+from graph.context import actor_name
+from graph.errors import ErrorCodes, Schema
+from graph.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page, sources_queryset
+from graph.subscriptions import Subscription
+from graph.types import (
+    DataLibraryType,
+    DateScalar,
+    DeletedSourceType,
+    SourceFilter,
+    SourceInput,
+    SourcePatch,
+    SourceType,
+)
+
+SourceId = Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")]
+
+
+@strawberry.type
+class Query:
+    @strawberry_django.field(description="One source; null when there is no source with this id.")
+    def source(self, id: SourceId) -> SourceType | None:  # noqa: A002
+        return selectors.source_get(id)
+
+    @strawberry_django.field(
+        description=f"Sources, newest first; {DEFAULT_PAGE_SIZE} per page unless "
+        f"pagination.limit says otherwise (at most {MAX_PAGE_SIZE})."
+    )
+    def sources(
+        self,
+        info: Info,
+        filters: SourceFilter | None = None,
+        pagination: OffsetPaginationInput | None = None,
+    ) -> list[SourceType]:
+        return page(sources_queryset(filters, info), pagination)
+
+    @strawberry.field(description="The data library's counters now.")
+    async def data_library(self) -> DataLibraryType:
+        return await sync_to_async(selectors.data_library)()
+
+
+@strawberry.type
+class Mutation:
+    @strawberry_django.mutation(description="Create a source.")
+    def add_source(
+        self, info: Info, data: Annotated[SourceInput, strawberry.argument(name="input")]
+    ) -> SourceType:
+        return services.source_create(actor=actor_name(info), **strawberry.asdict(data))
+
+    @strawberry_django.mutation(
+        description="Change some fields of a source. With expectedVersion, refuse with "
+        "version_conflict when the source has changed since that version."
+    )
+    def update_source(
+        self,
+        info: Info,
+        id: SourceId,  # noqa: A002
+        data: Annotated[SourcePatch, strawberry.argument(name="input")],
+        expected_version: int | None = None,
+    ) -> SourceType:
+        return services.source_update(
+            actor=actor_name(info), source_id=id, data=data.changes(), expected_version=expected_version
+        )
+
+    @strawberry_django.mutation(description="Make an INACTIVE source that has never been active ACTIVE.")
+    def activate_source(self, info: Info, id: SourceId) -> SourceType:  # noqa: A002
+        return services.source_activate(actor=actor_name(info), source_id=id)
+
+    @strawberry_django.mutation(description="Make an ACTIVE source INACTIVE.")
+    def deactivate_source(self, info: Info, id: SourceId) -> SourceType:  # noqa: A002
+        return services.source_deactivate(actor=actor_name(info), source_id=id)
+
+    @strawberry_django.mutation(description="Make an INACTIVE source that was active before ACTIVE again.")
+    def reactivate_source(self, info: Info, id: SourceId) -> SourceType:  # noqa: A002
+        return services.source_reactivate(actor=actor_name(info), source_id=id)
+
+    @strawberry_django.mutation(description="Delete a source; its change log stays.")
+    def delete_source(self, info: Info, id: SourceId) -> DeletedSourceType:  # noqa: A002
+        return DeletedSourceType(id=strawberry.ID(str(services.source_delete(actor=actor_name(info), source_id=id))))
+
+
+schema = Schema(
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=[DjangoOptimizerExtension, ErrorCodes],
+    scalar_overrides={dt.date: DateScalar},
+)

@@ -1,0 +1,178 @@
+"""Subscriptions, carried over Channels: each joins its topic, sends now, then follows changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable
+from typing import Annotated, Any
+
+import strawberry
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from strawberry.types import Info
+from strawberry_django.pagination import OffsetPaginationInput
+
+from catalog import selectors
+from catalog.models import Source, SourceEvent
+from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, source_topic
+from graph.errors import invalid
+from graph.fanout import shared
+from graph.listing import page, sources_queryset
+from graph.types import DataLibraryType, SourceEventKindEnum, SourceEventType, SourceFilter, SourceType
+
+Message = dict[str, Any]
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Every committed change, in commit order, once each; only those of the "
+        "given sources (ids) and kinds when given."
+    )
+    async def source_events(
+        self,
+        info: Info,
+        ids: list[strawberry.ID] | None = None,
+        kinds: list[SourceEventKindEnum] | None = None,
+    ) -> AsyncGenerator[SourceEventType, None]:
+        wanted_ids = None if ids is None else {str(_parse_id(value, "ids")) for value in ids}
+        wanted_kinds = None if kinds is None else {kind.value for kind in kinds}
+        async with _listen(info, SOURCES_TOPIC) as messages:
+            async for message in messages:
+                # Filtered on the message itself, so unwanted events cost no query.
+                if wanted_ids is not None and message["source_id"] not in wanted_ids:
+                    continue
+                if wanted_kinds is not None and message["kind"] not in wanted_kinds:
+                    continue
+                yield await _event(message["event_id"])
+
+    @strawberry.subscription(
+        description="The live list, newest first: the current list at once, then after every "
+        "change and shortly after midnight (deliveryStatus changes with the date)."
+    )
+    async def sources(
+        self,
+        info: Info,
+        filters: SourceFilter | None = None,
+        pagination: OffsetPaginationInput | None = None,
+    ) -> AsyncGenerator[list[SourceType], None]:
+        page(Source.objects.none(), pagination)  # refuse a bad page before subscribing
+        arguments = json.dumps(
+            [strawberry.asdict(filters) if filters else None, strawberry.asdict(pagination) if pagination else None],
+            default=str,
+            sort_keys=True,
+        )
+
+        async def load() -> list[Source]:
+            return await sync_to_async(_source_list)(filters, pagination)
+
+        async with _listen(info, SOURCES_TOPIC) as messages:
+            yield await load()
+            async for tick in _with_day_changes(messages):
+                # Subscribers with the same arguments share one query per event.
+                yield await shared(("sources", _tick_key(tick), arguments), load)
+
+    @strawberry.subscription(
+        description="One live source: now, then as each change leaves it, and shortly after "
+        "midnight; null (and the end) once deleted or when there is no such source."
+    )
+    async def source(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")]  # noqa: A002
+    ) -> AsyncGenerator[SourceType | None, None]:
+        try:
+            pk = uuid.UUID(str(id))
+        except ValueError:
+            yield None
+            return
+        async with _listen(info, source_topic(pk)) as messages:
+            current = await sync_to_async(selectors.source_get)(pk)
+            yield current
+            if current is None:
+                return
+            async for tick in _with_day_changes(messages):
+                if tick is not None:
+                    if tick["version"] <= current.version:
+                        continue  # committed before the first result was read
+                    event = await _event(tick["event_id"])
+                    if event.source is None:
+                        yield None
+                        return
+                    current = event.source
+                yield current
+
+    @strawberry.subscription(
+        description="The data library: now, then after every change and shortly after midnight."
+    )
+    async def data_library(self, info: Info) -> AsyncGenerator[DataLibraryType, None]:
+        async def load() -> selectors.DataLibrary:
+            return await sync_to_async(selectors.data_library)()
+
+        async with _listen(info, SOURCES_TOPIC) as messages:
+            yield await load()
+            async for tick in _with_day_changes(messages):
+                yield await shared(("data_library", _tick_key(tick)), load)
+
+
+def _source_list(filters: SourceFilter | None, pagination: OffsetPaginationInput | None) -> list[Source]:
+    return list(page(sources_queryset(filters), pagination))
+
+
+def _listen(info: Info, topic: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Message]]:
+    """Join `topic`; the returned iterator yields its messages from then on."""
+    try:
+        consumer = info.context["ws"]
+    except (KeyError, AttributeError):
+        raise invalid("Subscriptions are served over WebSocket at /graphql.") from None
+    return consumer.listen_to_channel(SOURCE_CHANGED, groups=[topic])
+
+
+async def _event(event_id: int) -> SourceEvent:
+    """Load a change once in this process, for all its subscribers."""
+
+    async def load() -> SourceEvent:
+        return await sync_to_async(SourceEvent.objects.get)(pk=event_id)
+
+    return await shared(("event", event_id), load)
+
+
+def _parse_id(value: str, argument: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise invalid(f"{argument}: {str(value)[:64]!r} is not a source id (a UUID).") from None
+
+
+def _tick_key(tick: Message | None) -> Hashable:
+    return ("event", tick["event_id"]) if tick is not None else ("day", timezone.localdate())
+
+
+def seconds_until_next_day() -> float:
+    """Return the seconds from now to just after the next midnight in the project time zone."""
+    now = timezone.localtime()
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time.min, tzinfo=now.tzinfo)
+    # Compared in UTC: subtracting two times of one zone ignores a DST change between them.
+    return (midnight.astimezone(dt.UTC) - now.astimezone(dt.UTC)).total_seconds() + 1
+
+
+async def _with_day_changes(messages: AsyncIterator[Message]) -> AsyncGenerator[Message | None, None]:
+    """Yield each message, and None whenever the date changes in the project time zone."""
+    # One pending read kept across waits: cancelling it on a timeout would end `messages`.
+    pending = asyncio.ensure_future(anext(messages))
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=seconds_until_next_day())
+            if not done:
+                yield None
+                continue
+            try:
+                message = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = asyncio.ensure_future(anext(messages))
+            yield message
+    finally:
+        pending.cancel()

@@ -1,0 +1,33 @@
+"""The ASGI application: Django for HTTP, Strawberry's Channels consumer for GraphQL over WebSocket."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# Set up Django (apps, models) before anything below imports a model.
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
+from strawberry.channels import GraphQLWSConsumer  # noqa: E402
+
+from graph.schema import schema  # noqa: E402
+
+graphql_websocket = GraphQLWSConsumer.as_asgi(
+    schema=schema,
+    keep_alive=True,
+    keep_alive_interval=15,
+    connection_init_wait_timeout=dt.timedelta(seconds=10),
+)
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": AuthMiddlewareStack(URLRouter([re_path(r"^graphql/?$", graphql_websocket)])),
+    }
+)

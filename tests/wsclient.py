@@ -1,0 +1,78 @@
+"""A GraphQL-over-WebSocket client for the tests, speaking both subprotocols frame by frame.
+
+Written by hand rather than using `gql`: it drives the ASGI application in-process through
+Channels' WebsocketCommunicator, and the tests need to see (and send) the raw frames.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+
+from project.asgi import application
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
+
+# A guard against a hung test, never a condition a test waits for.
+RECEIVE_TIMEOUT = 10
+
+
+class GraphQLWebSocket:
+    """One connection to /graphql; use as `async with GraphQLWebSocket(protocol) as ws`."""
+
+    def __init__(self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None):
+        self.protocol = protocol
+        self.communicator = WebsocketCommunicator(application, path, subprotocols=[protocol], headers=headers)
+        self._ids = (str(n) for n in itertools.count(1))
+
+    async def __aenter__(self) -> GraphQLWebSocket:
+        connected, subprotocol = await self.communicator.connect(timeout=RECEIVE_TIMEOUT)
+        assert connected, "the server refused the WebSocket"
+        assert subprotocol == self.protocol
+        await self.send({"type": "connection_init", "payload": {}})
+        assert (await self.receive())["type"] == "connection_ack"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.communicator.disconnect()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.communicator.send_json_to(message)
+
+    async def receive(self) -> dict[str, Any]:
+        """Return the next frame that is not a keep-alive."""
+        while True:
+            message = await self.communicator.receive_json_from(timeout=RECEIVE_TIMEOUT)
+            if message["type"] not in {"ka", "ping", "pong"}:
+                return message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        operation_id = next(self._ids)
+        start = "subscribe" if self.protocol == TRANSPORT_WS else "start"
+        payload = {"query": query, "variables": variables or {}}
+        await self.send({"id": operation_id, "type": start, "payload": payload})
+        return operation_id
+
+    async def next_payload(self, operation_id: str) -> dict[str, Any]:
+        """Return the next result (`data` and perhaps `errors`) of one operation."""
+        message = await self.receive()
+        result_type = "next" if self.protocol == TRANSPORT_WS else "data"
+        assert message["id"] == operation_id, message
+        assert message["type"] == result_type, message
+        return message["payload"]
+
+    async def next_data(self, operation_id: str) -> dict[str, Any]:
+        payload = await self.next_payload(operation_id)
+        assert "errors" not in payload, payload
+        return payload["data"]
+
+    async def expect_complete(self, operation_id: str) -> None:
+        message = await self.receive()
+        assert message == {"id": operation_id, "type": "complete"}, message
+
+    async def stop(self, operation_id: str) -> None:
+        await self.send({"id": operation_id, "type": "complete" if self.protocol == TRANSPORT_WS else "stop"})
