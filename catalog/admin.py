@@ -8,10 +8,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from catalog import services
-from catalog.models import DeliveryStatus, Source, SourceEvent
+from catalog.models import DeliveryStatus, Source, SourceEvent, project_today
 
 
 class DeliveryStatusFilter(admin.SimpleListFilter):
@@ -22,7 +21,7 @@ class DeliveryStatusFilter(admin.SimpleListFilter):
         return list(DeliveryStatus.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Source]) -> QuerySet[Source]:
-        today = timezone.localdate()
+        today = project_today()
         lookups = {
             DeliveryStatus.RECEIVED: {"current_update": today},
             DeliveryStatus.AWAITING: {"current_update__gt": today},

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import F
 from django.utils import timezone
 
 TEXT_LENGTH = 255
@@ -33,6 +32,11 @@ class SourceEventKind(models.TextChoices):
     DEACTIVATED = "DEACTIVATED", "Deactivated"
     REACTIVATED = "REACTIVATED", "Reactivated"
     DELETED = "DELETED", "Deleted"
+
+
+def project_today(now: datetime | None = None) -> date:
+    """Return the date of `now` (default: now) in the project time zone, settings.TIME_ZONE."""
+    return timezone.localdate(now, timezone.get_default_timezone())
 
 
 def delivery_status_on(current_update: date | None, today: date) -> DeliveryStatus:
@@ -62,12 +66,8 @@ class Source(models.Model):
     granularity = models.CharField(max_length=TEXT_LENGTH, default="National")
     end_date = models.DateField(null=True, blank=True)
     current_update = models.DateField(null=True, blank=True, help_text="Date of the last delivery.")
-    next_update = models.DateField(
-        null=True, blank=True, help_text="Date of the next expected delivery."
-    )
-    status = models.CharField(
-        max_length=8, choices=SourceStatus.choices, default=SourceStatus.ACTIVE
-    )
+    next_update = models.DateField(null=True, blank=True, help_text="Date of the next expected delivery.")
+    status = models.CharField(max_length=8, choices=SourceStatus.choices, default=SourceStatus.ACTIVE)
     # Remembers whether the source was ever active, which tells `activate` (first time)
     # from `reactivate` apart without reading the event log.
     first_activated_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -80,25 +80,8 @@ class Source(models.Model):
     def __str__(self) -> str:
         return f"{self.data_vendor} / {self.country} / {self.panel}"
 
-    @classmethod
-    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Source:
-        instance = super().from_db(db, field_names, values)
-        # Lets the change log tell a status change made by plain ORM code from an edit.
-        instance._loaded_status = instance.__dict__.get("status")
-        return instance
-
-    @property
-    def delivery_status(self) -> DeliveryStatus:
-        return delivery_status_on(self.current_update, timezone.localdate())
-
-    @property
-    def next_status(self) -> str:
-        return self.next_update.isoformat() if self.next_update else "unscheduled"
-
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self._first_activation = (
-            self.status == SourceStatus.ACTIVE and self.first_activated_at is None
-        )
+        self._first_activation = self.status == SourceStatus.ACTIVE and self.first_activated_at is None
         if self._first_activation:
             self.first_activated_at = timezone.now()
         adding = self._state.adding
@@ -109,11 +92,26 @@ class Source(models.Model):
         # together, whoever calls save(): a service, the admin or plain ORM code.
         with transaction.atomic(using=kwargs.get("using")):
             if not adding:
-                # Incremented in the database, so two saves never produce the same version.
-                self.version = F("version") + 1
+                # Read under the row lock, so two concurrent saves never make the same version
+                # (on SQLite the IMMEDIATE transaction already holds the database's write lock).
+                stored = type(self)._base_manager.select_for_update().filter(pk=self.pk)
+                self.version = (stored.values_list("version", flat=True).first() or 0) + 1
             super().save(*args, **kwargs)
-            if not adding:
-                self.refresh_from_db(fields=["version"])
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Source:
+        instance = super().from_db(db, field_names, values)
+        # Lets the change log tell a status change made by plain ORM code from an edit.
+        instance._loaded_status = instance.__dict__.get("status")
+        return instance
+
+    @property
+    def delivery_status(self) -> DeliveryStatus:
+        return delivery_status_on(self.current_update, project_today())
+
+    @property
+    def next_status(self) -> str:
+        return self.next_update.isoformat() if self.next_update else "unscheduled"
 
 
 class SourceEvent(models.Model):
@@ -125,7 +123,8 @@ class SourceEvent(models.Model):
     kind = models.CharField(max_length=11, choices=SourceEventKind.choices)
     version = models.PositiveIntegerField()
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.CharField(max_length=150, null=True, blank=True)
+    # null, not "": the API tells a change nobody signed in made (shell, jobs) apart.
+    actor = models.CharField(max_length=150, null=True, blank=True)  # noqa: DJ001
     snapshot = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
 
     class Meta:

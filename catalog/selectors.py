@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus
+from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus, project_today
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,12 @@ def data_library_window_start(today: date, window_days: int) -> date:
 def data_library(*, now: datetime | None = None, window_days: int | None = None) -> DataLibrary:
     """Compute the data library's counters in two SQL queries, however many sources exist."""
     now = now or timezone.now()
-    window_days = window_days or settings.DATA_LIBRARY_WINDOW_DAYS
-    today = timezone.localdate(now)
+    window_days = settings.DATA_LIBRARY_WINDOW_DAYS if window_days is None else window_days
+    if window_days < 1:
+        raise ValueError(f"The data library's window must be at least one day, not {window_days}.")
+    today = project_today(now)
     start = data_library_window_start(today, window_days)
-    window_opens = timezone.make_aware(datetime.combine(start, time.min))
+    window_opens = timezone.make_aware(datetime.combine(start, time.min), timezone.get_default_timezone())
 
     active = Q(status=SourceStatus.ACTIVE)
     sources = Source.objects.aggregate(
@@ -124,4 +126,3 @@ def data_library(*, now: datetime | None = None, window_days: int | None = None)
             ),
         ],
     )
-

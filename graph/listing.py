@@ -15,6 +15,7 @@ from graph.types import SourceFilter
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
+
 def sources_queryset(filters: SourceFilter | None, info: Info | None = None) -> QuerySet[Source]:
     """Return the sources matching `filters`, newest first."""
     return strawberry_django.filters.apply(filters, Source.objects.order_by("-created_at", "-id"), info)
@@ -23,7 +24,11 @@ def sources_queryset(filters: SourceFilter | None, info: Info | None = None) -> 
 def page(queryset: QuerySet[Source], pagination: OffsetPaginationInput | None) -> QuerySet[Source]:
     """Slice one page, refusing what the database would choke on."""
     offset = pagination.offset if pagination else 0
-    limit = pagination.limit if pagination and pagination.limit not in (None, strawberry.UNSET) else DEFAULT_PAGE_SIZE
+    limit = (
+        pagination.limit
+        if pagination and pagination.limit not in (None, strawberry.UNSET)
+        else DEFAULT_PAGE_SIZE
+    )
     if offset < 0:
         raise invalid(f"pagination.offset must be 0 or more, not {offset}.")
     if not 1 <= limit <= MAX_PAGE_SIZE:

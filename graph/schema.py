@@ -90,7 +90,9 @@ class Mutation:
 
     @strawberry_django.mutation(description="Delete a source; its change log stays.")
     def delete_source(self, info: Info, id: SourceId) -> DeletedSourceType:  # noqa: A002
-        return DeletedSourceType(id=strawberry.ID(str(services.source_delete(actor=actor_name(info), source_id=id))))
+        return DeletedSourceType(
+            id=strawberry.ID(str(services.source_delete(actor=actor_name(info), source_id=id)))
+        )
 
 
 schema = Schema(

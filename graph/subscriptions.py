@@ -17,7 +17,7 @@ from strawberry.types import Info
 from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors
-from catalog.models import Source, SourceEvent
+from catalog.models import Source, SourceEvent, project_today
 from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, source_topic
 from graph.errors import invalid
 from graph.fanout import shared
@@ -62,7 +62,10 @@ class Subscription:
     ) -> AsyncGenerator[list[SourceType], None]:
         page(Source.objects.none(), pagination)  # refuse a bad page before subscribing
         arguments = json.dumps(
-            [strawberry.asdict(filters) if filters else None, strawberry.asdict(pagination) if pagination else None],
+            [
+                strawberry.asdict(filters) if filters else None,
+                strawberry.asdict(pagination) if pagination else None,
+            ],
             default=str,
             sort_keys=True,
         )
@@ -81,7 +84,9 @@ class Subscription:
         "midnight; null (and the end) once deleted or when there is no such source."
     )
     async def source(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")]  # noqa: A002
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")],  # noqa: A002
     ) -> AsyncGenerator[SourceType | None, None]:
         try:
             pk = uuid.UUID(str(id))
@@ -147,12 +152,12 @@ def _parse_id(value: str, argument: str) -> uuid.UUID:
 
 
 def _tick_key(tick: Message | None) -> Hashable:
-    return ("event", tick["event_id"]) if tick is not None else ("day", timezone.localdate())
+    return ("event", tick["event_id"]) if tick is not None else ("day", project_today())
 
 
 def seconds_until_next_day() -> float:
     """Return the seconds from now to just after the next midnight in the project time zone."""
-    now = timezone.localtime()
+    now = timezone.localtime(timezone=timezone.get_default_timezone())
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time.min, tzinfo=now.tzinfo)
     # Compared in UTC: subtracting two times of one zone ignores a DST change between them.
     return (midnight.astimezone(dt.UTC) - now.astimezone(dt.UTC)).total_seconds() + 1

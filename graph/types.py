@@ -106,9 +106,7 @@ class MetricSectionType:
 
 @strawberry.type(name="DataLibrary", description="Live counters over the sources.")
 class DataLibraryType:
-    window_days: int = strawberry.field(
-        description="Days in the window, today (project time zone) included."
-    )
+    window_days: int = strawberry.field(description="Days in the window, today (project time zone) included.")
     generated_at: dt.datetime
     sections: list[MetricSectionType]
 

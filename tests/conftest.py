@@ -14,11 +14,15 @@ from catalog.models import Source
 SOURCE_FIELDS = "id country dataVendor panel panelGroup status deliveryStatus nextStatus version"
 
 
-async def graphql(query: str, variables: dict[str, Any] | None = None, client: AsyncClient | None = None) -> dict[str, Any]:
+async def graphql(
+    query: str, variables: dict[str, Any] | None = None, client: AsyncClient | None = None
+) -> dict[str, Any]:
     """POST one operation to /graphql and return the decoded response body."""
     client = client or AsyncClient()
     response = await client.post(
-        "/graphql", json.dumps({"query": query, "variables": variables or {}}), content_type="application/json"
+        "/graphql",
+        json.dumps({"query": query, "variables": variables or {}}),
+        content_type="application/json",
     )
     assert response.status_code == 200, response.content
     return response.json()

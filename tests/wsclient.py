@@ -6,9 +6,11 @@ Channels' WebsocketCommunicator, and the tests need to see (and send) the raw fr
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from project.asgi import application
@@ -24,7 +26,9 @@ RECEIVE_TIMEOUT = 10
 class GraphQLWebSocket:
     """One connection to /graphql; use as `async with GraphQLWebSocket(protocol) as ws`."""
 
-    def __init__(self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(
+        self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None
+    ):
         self.protocol = protocol
         self.communicator = WebsocketCommunicator(application, path, subprotocols=[protocol], headers=headers)
         self._ids = (str(n) for n in itertools.count(1))
@@ -76,3 +80,23 @@ class GraphQLWebSocket:
 
     async def stop(self, operation_id: str) -> None:
         await self.send({"id": operation_id, "type": "complete" if self.protocol == TRANSPORT_WS else "stop"})
+
+
+async def group_size(group: str) -> int:
+    """Return how many channels have joined `group` on the configured channel layer."""
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        return len(layer.groups.get(group, {}))
+    connection = layer.connection(layer.consistent_hash(group))
+    return await connection.zcard(layer._group_key(group))
+
+
+async def until_joined(group: str, members: int = 1) -> None:
+    """Wait until `members` channels listen on `group`.
+
+    `sourceEvents` sends nothing when it starts, so a test that changes the catalog right
+    after subscribing must first see the subscription's channel in the topic's group.
+    """
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while await group_size(group) < members:  # noqa: ASYNC110 (no event to wait on: the layer has none)
+            await asyncio.sleep(0.005)  # polling the condition above, not waiting in its place

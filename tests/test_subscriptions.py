@@ -1,0 +1,165 @@
+"""Each subscription over both subprotocols: its first result, then one result per change.
+
+Changes are made over GraphQL, through the admin and by plain ORM code; every test waits for
+the subscription's first result before it changes anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from catalog.models import project_today
+from catalog.topics import SOURCES_TOPIC
+from tests.writers import WRITERS, make_writer
+from tests.wsclient import PROTOCOLS, GraphQLWebSocket, until_joined
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CASES = list(itertools.product(PROTOCOLS, WRITERS))
+IDS = [f"{protocol}-{writer}" for protocol, writer in CASES]
+
+SOURCE_FIELDS = "id country status deliveryStatus version"
+
+
+async def run_lifecycle(writer: Any, on_change: Any) -> str:
+    """Make one change of each kind to a new source, calling `on_change(kind, source_id)` after each."""
+    source_id = await writer.add(status="INACTIVE")
+    await on_change("CREATED", source_id)
+    await writer.update(source_id, country="Germany", currentUpdate=project_today())
+    await on_change("UPDATED", source_id)
+    for kind, name in (
+        ("ACTIVATED", "activate"),
+        ("DEACTIVATED", "deactivate"),
+        ("REACTIVATED", "reactivate"),
+    ):
+        await writer.transition(name, source_id)
+        await on_change(kind, source_id)
+    await writer.delete(source_id)
+    await on_change("DELETED", source_id)
+    return source_id
+
+
+# The source after each change: (country, status, deliveryStatus, version).
+EXPECTED = {
+    "CREATED": ("France", "INACTIVE", "UNKNOWN", 1),
+    "UPDATED": ("Germany", "INACTIVE", "RECEIVED", 2),
+    "ACTIVATED": ("Germany", "ACTIVE", "RECEIVED", 3),
+    "DEACTIVATED": ("Germany", "INACTIVE", "RECEIVED", 4),
+    "REACTIVATED": ("Germany", "ACTIVE", "RECEIVED", 5),
+}
+
+
+def as_expected(source: dict[str, Any]) -> tuple[str, str, str, int]:
+    return (source["country"], source["status"], source["deliveryStatus"], source["version"])
+
+
+@pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
+async def test_source_events_delivers_each_change_once_in_order(protocol: str, writer_name: str) -> None:
+    writer = await make_writer(writer_name)
+    async with GraphQLWebSocket(protocol) as ws:
+        operation = await ws.subscribe(
+            "subscription { sourceEvents { cursor kind sourceId version actor source { %s } } }"
+            % SOURCE_FIELDS
+        )
+        await until_joined(SOURCES_TOPIC)
+        cursors: list[str] = []
+
+        async def on_change(kind: str, source_id: str) -> None:
+            event = (await ws.next_data(operation))["sourceEvents"]
+            assert (event["kind"], event["sourceId"], event["actor"]) == (kind, source_id, writer.actor)
+            if kind == "DELETED":
+                assert (event["source"], event["version"]) == (None, 6)
+            else:
+                assert as_expected(event["source"]) == EXPECTED[kind]
+                assert event["source"]["id"] == source_id
+                assert event["version"] == EXPECTED[kind][3]
+            cursors.append(event["cursor"])
+
+        await run_lifecycle(writer, on_change)
+        assert cursors == sorted(cursors)
+        assert len(set(cursors)) == 6
+
+
+@pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
+async def test_sources_sends_the_list_then_the_list_after_each_change(
+    protocol: str, writer_name: str
+) -> None:
+    writer = await make_writer(writer_name)
+    async with GraphQLWebSocket(protocol) as ws:
+        operation = await ws.subscribe("subscription { sources { %s } }" % SOURCE_FIELDS)
+        assert (await ws.next_data(operation)) == {"sources": []}
+
+        async def on_change(kind: str, source_id: str) -> None:
+            sources = (await ws.next_data(operation))["sources"]
+            if kind == "DELETED":
+                assert sources == []
+            else:
+                assert [(s["id"], *as_expected(s)) for s in sources] == [(source_id, *EXPECTED[kind])]
+
+        await run_lifecycle(writer, on_change)
+
+
+@pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
+async def test_source_follows_one_source_until_it_is_deleted(protocol: str, writer_name: str) -> None:
+    writer = await make_writer(writer_name)
+    source_id = await writer.add(status="INACTIVE")
+    async with GraphQLWebSocket(protocol) as ws:
+        operation = await ws.subscribe(
+            "subscription($id: ID!) { source(id: $id) { %s } }" % SOURCE_FIELDS, {"id": source_id}
+        )
+        assert as_expected((await ws.next_data(operation))["source"]) == EXPECTED["CREATED"]
+
+        await writer.update(source_id, country="Germany", currentUpdate=project_today())
+        assert as_expected((await ws.next_data(operation))["source"]) == EXPECTED["UPDATED"]
+        for kind, name in (
+            ("ACTIVATED", "activate"),
+            ("DEACTIVATED", "deactivate"),
+            ("REACTIVATED", "reactivate"),
+        ):
+            await writer.transition(name, source_id)
+            assert as_expected((await ws.next_data(operation))["source"]) == EXPECTED[kind]
+        await writer.delete(source_id)
+        assert (await ws.next_data(operation)) == {"source": None}
+        await ws.expect_complete(operation)
+
+
+# The data library's non-zero counters after each change of the lifecycle.
+EXPECTED_COUNTERS = {
+    "CREATED": {"created": 1},
+    "UPDATED": {"created": 1},
+    "ACTIVATED": {"created": 1, "activated": 1, "received": 1, "completed": 1},
+    "DEACTIVATED": {"created": 1, "activated": 1, "deactivated": 1},
+    "REACTIVATED": {"created": 1, "activated": 1, "deactivated": 1, "received": 1, "completed": 1},
+    "DELETED": {},
+}
+
+
+def nonzero_counters(data_library: dict[str, Any]) -> dict[str, int]:
+    return {
+        counter["key"]: counter["count"]
+        for section in data_library["sections"]
+        for counter in section["counters"]
+        if counter["count"]
+    }
+
+
+@pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
+async def test_data_library_sends_counters_then_counters_after_each_change(
+    protocol: str, writer_name: str
+) -> None:
+    writer = await make_writer(writer_name)
+    async with GraphQLWebSocket(protocol) as ws:
+        operation = await ws.subscribe(
+            "subscription { dataLibrary { windowDays sections { key counters { key count } } } }"
+        )
+        first = (await ws.next_data(operation))["dataLibrary"]
+        assert first["windowDays"] == 30
+        assert nonzero_counters(first) == {}
+
+        async def on_change(kind: str, source_id: str) -> None:
+            assert nonzero_counters((await ws.next_data(operation))["dataLibrary"]) == EXPECTED_COUNTERS[kind]
+
+        await run_lifecycle(writer, on_change)
