@@ -42,9 +42,7 @@ def normalized(error: ValidationError) -> ValidationError:
     return ValidationError(
         {
             field: [
-                ValidationError(
-                    e.message, code=_DJANGO_CODES.get(e.code, ErrorCode.INVALID).value, params=e.params
-                )
+                ValidationError(e.message, code=_DJANGO_CODES.get(e.code, ErrorCode.INVALID).value, params=e.params)
                 for e in errors
             ]
             for field, errors in error.error_dict.items()

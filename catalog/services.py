@@ -97,8 +97,7 @@ def source_update(
         if expected_version is not None and source.version != expected_version:
             raise field_error(
                 "expected_version",
-                f"The source is at version {source.version}, not {expected_version}: "
-                "it was changed since you read it.",
+                f"The source is at version {source.version}, not {expected_version}: it was changed since you read it.",
                 ErrorCode.VERSION_CONFLICT,
             )
         before = {name: getattr(source, name) for name in data}
@@ -153,15 +152,11 @@ def _transition(source_id: str | uuid.UUID, kind: SourceEventKind, *, actor: str
     with acting_as(actor), transaction.atomic():
         # One guarded UPDATE, first in the transaction: of two concurrent calls only one
         # matches, and it touches nothing but the status, so no concurrent edit is lost.
-        matched = Source.objects.filter(
-            pk=pk, status=required, first_activated_at__isnull=not was_active
-        ).update(
+        matched = Source.objects.filter(pk=pk, status=required, first_activated_at__isnull=not was_active).update(
             status=after,
             version=F("version") + 1,
             updated_at=now,
-            first_activated_at=Coalesce(
-                F("first_activated_at"), Value(now, output_field=models.DateTimeField())
-            ),
+            first_activated_at=Coalesce(F("first_activated_at"), Value(now, output_field=models.DateTimeField())),
         )
         source = _get(pk)
         if not matched:
@@ -205,7 +200,27 @@ def _stripped(value: Any) -> Any:
 
 
 def _full_clean(source: Source) -> None:
+    """Validate every field, reporting all that are wrong at once."""
+    errors: dict[str, list[ValidationError]] = {}
+    for field in _DATE_FIELDS:
+        # full_clean skips "" on a blank-able field and the database would then choke on it:
+        # parse every text date here, so "" is `invalid` like any other bad date.
+        value = getattr(source, field.attname)
+        if isinstance(value, str):
+            try:
+                setattr(source, field.attname, field.to_python(value))
+            except ValidationError as error:
+                errors[field.name] = error.error_list
     try:
-        source.full_clean(validate_unique=False, validate_constraints=False)
+        source.full_clean(exclude=set(errors), validate_unique=False, validate_constraints=False)
     except ValidationError as error:
-        raise normalized(error) from None
+        errors |= error.error_dict
+    if errors:
+        raise normalized(ValidationError(errors))
+
+
+_DATE_FIELDS = tuple(
+    field
+    for field in Source._meta.concrete_fields
+    if isinstance(field, models.DateField) and not isinstance(field, models.DateTimeField)
+)

@@ -27,9 +27,7 @@ def log_source_saved(sender: type[Source], instance: Source, created: bool, raw:
 
 
 @receiver(source_transitioned, dispatch_uid="catalog.log_source_transitioned")
-def log_source_transitioned(
-    sender: type[Source], source: Source, kind: SourceEventKind, **kwargs: Any
-) -> None:
+def log_source_transitioned(sender: type[Source], source: Source, kind: SourceEventKind, **kwargs: Any) -> None:
     _record(source, kind)
 
 

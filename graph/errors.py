@@ -53,9 +53,7 @@ class ErrorCodes(MaskErrors):
 class Schema(strawberry.Schema):
     """Strawberry's schema, logging only the errors that are the server's fault."""
 
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Bad documents and bad input are answered with a clear error; logging each with a
         # traceback would bury the real faults.
         for error in errors:

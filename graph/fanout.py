@@ -15,9 +15,9 @@ T = TypeVar("T")
 MAX_KEYS = 1024
 
 # Per event loop: a task belongs to the loop that created it.
-_tasks_by_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, OrderedDict[Hashable, asyncio.Task[Any]]
-] = weakref.WeakKeyDictionary()
+_tasks_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[Hashable, asyncio.Task[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def shared(key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
@@ -39,8 +39,6 @@ async def shared(key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
     return await asyncio.shield(task)
 
 
-def _forget_failure(
-    tasks: OrderedDict[Hashable, asyncio.Task[Any]], key: Hashable, task: asyncio.Task[Any]
-) -> None:
+def _forget_failure(tasks: OrderedDict[Hashable, asyncio.Task[Any]], key: Hashable, task: asyncio.Task[Any]) -> None:
     if (task.cancelled() or task.exception() is not None) and tasks.get(key) is task:
         del tasks[key]  # the next subscriber to ask tries again

@@ -24,11 +24,7 @@ def sources_queryset(filters: SourceFilter | None, info: Info | None = None) -> 
 def page(queryset: QuerySet[Source], pagination: OffsetPaginationInput | None) -> QuerySet[Source]:
     """Slice one page, refusing what the database would choke on."""
     offset = pagination.offset if pagination else 0
-    limit = (
-        pagination.limit
-        if pagination and pagination.limit not in (None, strawberry.UNSET)
-        else DEFAULT_PAGE_SIZE
-    )
+    limit = pagination.limit if pagination and pagination.limit not in (None, strawberry.UNSET) else DEFAULT_PAGE_SIZE
     if offset < 0:
         raise invalid(f"pagination.offset must be 0 or more, not {offset}.")
     if not 1 <= limit <= MAX_PAGE_SIZE:

@@ -9,7 +9,7 @@ import strawberry
 import strawberry_django
 from asgiref.sync import sync_to_async
 from strawberry.types import Info
-from strawberry_django.optimizer import DjangoOptimizerExtension
+from strawberry_django.optimizer import DjangoOptimizerExtension, optimize
 from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors, services
@@ -46,7 +46,9 @@ class Query:
         filters: SourceFilter | None = None,
         pagination: OffsetPaginationInput | None = None,
     ) -> list[SourceType]:
-        return page(sources_queryset(filters, info), pagination)
+        # Evaluated here: strawberry-django would filter the returned queryset again, after
+        # the slice, which Django refuses.
+        return list(page(optimize(sources_queryset(filters, info), info), pagination))
 
     @strawberry.field(description="The data library's counters now.")
     async def data_library(self) -> DataLibraryType:
@@ -56,9 +58,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @strawberry_django.mutation(description="Create a source.")
-    def add_source(
-        self, info: Info, data: Annotated[SourceInput, strawberry.argument(name="input")]
-    ) -> SourceType:
+    def add_source(self, info: Info, data: Annotated[SourceInput, strawberry.argument(name="input")]) -> SourceType:
         return services.source_create(actor=actor_name(info), **strawberry.asdict(data))
 
     @strawberry_django.mutation(
@@ -90,9 +90,7 @@ class Mutation:
 
     @strawberry_django.mutation(description="Delete a source; its change log stays.")
     def delete_source(self, info: Info, id: SourceId) -> DeletedSourceType:  # noqa: A002
-        return DeletedSourceType(
-            id=strawberry.ID(str(services.source_delete(actor=actor_name(info), source_id=id)))
-        )
+        return DeletedSourceType(id=strawberry.ID(str(services.source_delete(actor=actor_name(info), source_id=id))))
 
 
 schema = Schema(

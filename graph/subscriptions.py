@@ -109,9 +109,7 @@ class Subscription:
                     current = event.source
                 yield current
 
-    @strawberry.subscription(
-        description="The data library: now, then after every change and shortly after midnight."
-    )
+    @strawberry.subscription(description="The data library: now, then after every change and shortly after midnight.")
     async def data_library(self, info: Info) -> AsyncGenerator[DataLibraryType, None]:
         async def load() -> selectors.DataLibrary:
             return await sync_to_async(selectors.data_library)()

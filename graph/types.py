@@ -73,9 +73,7 @@ class SourceType:
 class SourceEventType:
     """One committed change to a source."""
 
-    cursor: str = strawberry_django.field(
-        only=["id"], description="Opaque; sorts (as a string) in delivery order."
-    )
+    cursor: str = strawberry_django.field(only=["id"], description="Opaque; sorts (as a string) in delivery order.")
     kind: SourceEventKindEnum
     source_id: strawberry.ID
     source: SourceType | None = strawberry_django.field(
@@ -166,8 +164,4 @@ class SourcePatch:
 
     def changes(self) -> dict[str, Any]:
         """Return the fields the client sent, explicit nulls included."""
-        return {
-            name: getattr(self, name)
-            for name in PATCHABLE_FIELDS
-            if getattr(self, name) is not strawberry.UNSET
-        }
+        return {name: getattr(self, name) for name in PATCHABLE_FIELDS if getattr(self, name) is not strawberry.UNSET}

@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
+from asgiref.sync import SyncToAsync
+from django.db import connections
 from django.test import AsyncClient
-
-from catalog.models import Source
 
 SOURCE_FIELDS = "id country dataVendor panel panelGroup status deliveryStatus nextStatus version"
 
@@ -39,16 +38,12 @@ def source_values(**overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
-@pytest.fixture
-def make_source(db: None):
-    def make(**overrides: Any) -> Source:
-        from catalog import services
+@pytest.fixture(autouse=True, scope="session")
+def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """Close the connection that sync_to_async's worker thread keeps, before the test database goes.
 
-        return services.source_create(actor=None, **source_values(**overrides))
-
-    return make
-
-
-@pytest.fixture
-def admin_user(db: None):
-    return get_user_model().objects.create_superuser("admin", "admin@example.com", "admin-password-1")
+    With persistent connections (DATABASE_URL) it would otherwise block dropping the database.
+    """
+    yield
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result()

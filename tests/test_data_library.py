@@ -57,9 +57,7 @@ def _source(
 ) -> Source:
     """Create a source whose creation (row and CREATED event) happened at `created_at`."""
     source = Source.objects.create(
-        **source_values(
-            created_at=created_at, status=status, current_update=current_update, next_update=next_update
-        )
+        **source_values(created_at=created_at, status=status, current_update=current_update, next_update=next_update)
     )
     # The CREATED event is stamped with the wall clock by the signal receiver; move it to the
     # moment the test says the source was created.

@@ -67,9 +67,7 @@ def test_load_demo_data_records_each_change_as_an_event() -> None:
 def test_load_demo_data_makes_every_data_library_counter_non_zero() -> None:
     load_demo_data()
 
-    counts = {
-        counter.key: counter.count for section in data_library().sections for counter in section.counters
-    }
+    counts = {counter.key: counter.count for section in data_library().sections for counter in section.counters}
     assert counts == {
         "created": 36,
         "activated": 30,

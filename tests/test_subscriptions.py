@@ -61,8 +61,7 @@ async def test_source_events_delivers_each_change_once_in_order(protocol: str, w
     writer = await make_writer(writer_name)
     async with GraphQLWebSocket(protocol) as ws:
         operation = await ws.subscribe(
-            "subscription { sourceEvents { cursor kind sourceId version actor source { %s } } }"
-            % SOURCE_FIELDS
+            "subscription { sourceEvents { cursor kind sourceId version actor source { %s } } }" % SOURCE_FIELDS
         )
         await until_joined(SOURCES_TOPIC)
         cursors: list[str] = []
@@ -84,9 +83,7 @@ async def test_source_events_delivers_each_change_once_in_order(protocol: str, w
 
 
 @pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
-async def test_sources_sends_the_list_then_the_list_after_each_change(
-    protocol: str, writer_name: str
-) -> None:
+async def test_sources_sends_the_list_then_the_list_after_each_change(protocol: str, writer_name: str) -> None:
     writer = await make_writer(writer_name)
     async with GraphQLWebSocket(protocol) as ws:
         operation = await ws.subscribe("subscription { sources { %s } }" % SOURCE_FIELDS)
@@ -147,9 +144,7 @@ def nonzero_counters(data_library: dict[str, Any]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("protocol", "writer_name"), CASES, ids=IDS)
-async def test_data_library_sends_counters_then_counters_after_each_change(
-    protocol: str, writer_name: str
-) -> None:
+async def test_data_library_sends_counters_then_counters_after_each_change(protocol: str, writer_name: str) -> None:
     writer = await make_writer(writer_name)
     async with GraphQLWebSocket(protocol) as ws:
         operation = await ws.subscribe(

@@ -27,8 +27,7 @@ class GraphQLWriter:
 
     async def add(self, **fields: Any) -> str:
         result = await graphql(
-            "mutation($input: SourceInput!) { addSource(input: $input) { ... on Source { id } %s } }"
-            % RESULT,
+            "mutation($input: SourceInput!) { addSource(input: $input) { ... on Source { id } %s } }" % RESULT,
             {
                 "input": {
                     "createdBy": "writer",
@@ -44,23 +43,18 @@ class GraphQLWriter:
 
     async def update(self, source_id: str, **fields: Any) -> None:
         result = await graphql(
-            "mutation($id: ID!, $input: SourcePatch!) { updateSource(id: $id, input: $input) { %s } }"
-            % RESULT,
+            "mutation($id: ID!, $input: SourcePatch!) { updateSource(id: $id, input: $input) { %s } }" % RESULT,
             {"id": source_id, "input": _json(fields)},
         )
         assert result["data"]["updateSource"]["__typename"] == "Source", result
 
     async def transition(self, name: str, source_id: str) -> None:
         mutation = TRANSITION_MUTATIONS[name]
-        result = await graphql(
-            "mutation($id: ID!) { %s(id: $id) { %s } }" % (mutation, RESULT), {"id": source_id}
-        )
+        result = await graphql("mutation($id: ID!) { %s(id: $id) { %s } }" % (mutation, RESULT), {"id": source_id})
         assert result["data"][mutation]["__typename"] == "Source", result
 
     async def delete(self, source_id: str) -> None:
-        result = await graphql(
-            "mutation($id: ID!) { deleteSource(id: $id) { %s } }" % RESULT, {"id": source_id}
-        )
+        result = await graphql("mutation($id: ID!) { deleteSource(id: $id) { %s } }" % RESULT, {"id": source_id})
         assert result["data"]["deleteSource"]["__typename"] == "DeletedSource", result
 
 
@@ -94,9 +88,7 @@ class AdminWriter:
     def update(self, source_id: str, **fields: Any) -> None:
         source = Source.objects.get(pk=source_id)
         current = {name: getattr(source, name) for name in _ADMIN_FIELDS}
-        response = self.client.post(
-            f"/admin/catalog/source/{source_id}/change/", _admin_form(current | _snake(fields))
-        )
+        response = self.client.post(f"/admin/catalog/source/{source_id}/change/", _admin_form(current | _snake(fields)))
         assert response.status_code == 302, response.content
 
     @sync_to_async
@@ -199,6 +191,4 @@ def _admin_form(values: dict[str, Any]) -> dict[str, str]:
 
 
 def _json(fields: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: value.isoformat() if isinstance(value, dt.date) else value for name, value in fields.items()
-    }
+    return {name: value.isoformat() if isinstance(value, dt.date) else value for name, value in fields.items()}

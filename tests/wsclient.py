@@ -26,9 +26,7 @@ RECEIVE_TIMEOUT = 10
 class GraphQLWebSocket:
     """One connection to /graphql; use as `async with GraphQLWebSocket(protocol) as ws`."""
 
-    def __init__(
-        self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None
-    ):
+    def __init__(self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None):
         self.protocol = protocol
         self.communicator = WebsocketCommunicator(application, path, subprotocols=[protocol], headers=headers)
         self._ids = (str(n) for n in itertools.count(1))

@@ -90,9 +90,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             existing = Source.objects.count()
             if existing and not reset:
-                self.stdout.write(
-                    f"Demo data is already present ({existing} sources); use --reset to reload it."
-                )
+                self.stdout.write(f"Demo data is already present ({existing} sources); use --reset to reload it.")
                 return
             if reset:
                 # Deleting sources logs (and publishes) DELETED events; the log goes too,
