@@ -153,29 +153,37 @@ def _tick_key(tick: Message | None) -> Hashable:
     return ("event", tick["event_id"]) if tick is not None else ("day", project_today())
 
 
-def seconds_until_next_day() -> float:
-    """Return the seconds from now to just after the next midnight in the project time zone."""
-    now = timezone.localtime(timezone=timezone.get_default_timezone())
+def seconds_until_next_day(now: dt.datetime | None = None) -> float:
+    """Return the seconds from `now` to just after the next midnight in the project time zone."""
+    now = timezone.localtime(now, timezone=timezone.get_default_timezone())
     midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time.min, tzinfo=now.tzinfo)
     # Compared in UTC: subtracting two times of one zone ignores a DST change between them.
     return (midnight.astimezone(dt.UTC) - now.astimezone(dt.UTC)).total_seconds() + 1
 
 
+async def next_day() -> None:
+    """Return shortly after the next midnight in the project time zone."""
+    await asyncio.sleep(seconds_until_next_day())
+
+
 async def _with_day_changes(messages: AsyncIterator[Message]) -> AsyncGenerator[Message | None, None]:
     """Yield each message, and None whenever the date changes in the project time zone."""
-    # One pending read kept across waits: cancelling it on a timeout would end `messages`.
-    pending = asyncio.ensure_future(anext(messages))
+    # Both waits are kept across iterations: cancelling a pending read would end `messages`.
+    message = asyncio.ensure_future(anext(messages))
+    midnight = asyncio.ensure_future(next_day())
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=seconds_until_next_day())
-            if not done:
+            await asyncio.wait({message, midnight}, return_when=asyncio.FIRST_COMPLETED)
+            if midnight.done():
+                midnight = asyncio.ensure_future(next_day())
                 yield None
-                continue
-            try:
-                message = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = asyncio.ensure_future(anext(messages))
-            yield message
+            if message.done():
+                try:
+                    received = message.result()
+                except StopAsyncIteration:
+                    return
+                message = asyncio.ensure_future(anext(messages))
+                yield received
     finally:
-        pending.cancel()
+        message.cancel()
+        midnight.cancel()

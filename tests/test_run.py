@@ -83,6 +83,13 @@ def test_the_service_serves_graphiql_to_a_browser(server: str) -> None:
         assert "graphiql" in response.read().decode().lower()
 
 
+def test_the_service_serves_the_admin_with_its_static_files(server: str) -> None:
+    with urllib.request.urlopen(f"http://{server}/static/admin/css/base.css", timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"http://{server}/admin/login/", timeout=10) as response:
+        assert "Django administration" in response.read().decode()
+
+
 def counter(data_library: dict[str, Any], key: str) -> int:
     return next(c["count"] for s in data_library["sections"] for c in s["counters"] if c["key"] == key)
 

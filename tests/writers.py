@@ -65,7 +65,7 @@ class AdminWriter:
 
     def __init__(self) -> None:
         self.client = Client()
-        self.client.force_login(_admin_user())
+        self.client.force_login(admin_user())
 
     @sync_to_async
     def add(self, **fields: Any) -> str:
@@ -161,7 +161,7 @@ _ADMIN_FIELDS = (
 )
 
 
-def _admin_user() -> Any:
+def admin_user() -> Any:
     from django.contrib.auth import get_user_model
 
     user, _ = get_user_model().objects.get_or_create(

@@ -1,0 +1,75 @@
+"""Live results change with the date: a fresh result shortly after midnight in the project time zone."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import zoneinfo
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from catalog import models, services
+from graph import subscriptions
+from tests.conftest import source_values
+from tests.wsclient import TRANSPORT_WS, GraphQLWebSocket
+
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
+
+
+@pytest.mark.parametrize(
+    ("now", "seconds"),
+    [
+        (dt.datetime(2026, 11, 21, 23, 59, 0, tzinfo=PARIS), 61),
+        (dt.datetime(2026, 11, 21, 22, 59, 0, tzinfo=dt.UTC), 61),  # 23:59 in Paris
+        (dt.datetime(2026, 11, 21, 0, 0, 0, tzinfo=PARIS), 86_401),
+        # The night the clocks go back lasts 25 hours, and the one they go forward 23.
+        (dt.datetime(2026, 10, 25, 0, 0, 0, tzinfo=PARIS), 90_001),
+        (dt.datetime(2026, 3, 29, 0, 0, 0, tzinfo=PARIS), 82_801),
+    ],
+)
+def test_seconds_until_next_day_counts_to_just_after_midnight_in_paris(now: dt.datetime, seconds: int) -> None:
+    assert subscriptions.seconds_until_next_day(now) == seconds
+
+
+@pytest.fixture
+def midnight(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Replace the wait for midnight with an event the test sets."""
+    event = asyncio.Event()
+
+    async def next_day() -> None:
+        await event.wait()
+        event.clear()
+
+    monkeypatch.setattr(subscriptions, "next_day", next_day)
+    return event
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_live_sources_and_data_library_are_sent_again_after_midnight(
+    midnight: asyncio.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    today = models.project_today()
+    await sync_to_async(services.source_create)(actor=None, **source_values(current_update=today))
+    async with GraphQLWebSocket(TRANSPORT_WS) as ws:
+        sources = await ws.subscribe("subscription { sources { deliveryStatus } }")
+        library = await ws.subscribe("subscription { dataLibrary { sections { key counters { key count } } } }")
+        assert await ws.next_data(sources) == {"sources": [{"deliveryStatus": "RECEIVED"}]}
+        first = await ws.next_data(library)
+        assert first["dataLibrary"]["sections"][1]["counters"][:2] == [
+            {"key": "received", "count": 1},
+            {"key": "awaiting", "count": 0},
+        ]
+
+        real_now = timezone.now
+        monkeypatch.setattr(timezone, "now", lambda: real_now() + dt.timedelta(days=1))  # the clock passes midnight
+        midnight.set()
+
+        results = {message["id"]: message["payload"]["data"] for message in [await ws.receive(), await ws.receive()]}
+        assert results[sources] == {"sources": [{"deliveryStatus": "DELAYED"}]}
+        assert results[library]["dataLibrary"]["sections"][1]["counters"] == [
+            {"key": "received", "count": 0},
+            {"key": "awaiting", "count": 0},
+            {"key": "delayed", "count": 1},
+        ]
