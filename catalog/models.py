@@ -7,10 +7,16 @@ from datetime import date, datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import ProhibitNullCharactersValidator
 from django.db import models, transaction
 from django.utils import timezone
 
 TEXT_LENGTH = 255
+
+
+def text_field(**options: Any) -> models.CharField:
+    """Return a text column of the catalog: 255 characters, no NUL (PostgreSQL cannot store it)."""
+    return models.CharField(max_length=TEXT_LENGTH, validators=[ProhibitNullCharactersValidator()], **options)
 
 
 class SourceStatus(models.TextChoices):
@@ -56,14 +62,14 @@ class Source(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
-    created_by = models.CharField(max_length=TEXT_LENGTH)
-    country = models.CharField(max_length=TEXT_LENGTH)
-    data_vendor = models.CharField(max_length=TEXT_LENGTH)
-    panel = models.CharField(max_length=TEXT_LENGTH)
-    panel_group = models.CharField(max_length=TEXT_LENGTH, default="DKM")
-    scope_of_subscription = models.CharField(max_length=TEXT_LENGTH, blank=True, default="")
-    data_type = models.CharField(max_length=TEXT_LENGTH)
-    granularity = models.CharField(max_length=TEXT_LENGTH, default="National")
+    created_by = text_field()
+    country = text_field()
+    data_vendor = text_field()
+    panel = text_field()
+    panel_group = text_field(default="DKM")
+    scope_of_subscription = text_field(blank=True, default="")
+    data_type = text_field()
+    granularity = text_field(default="National")
     end_date = models.DateField(null=True, blank=True)
     current_update = models.DateField(null=True, blank=True, help_text="Date of the last delivery.")
     next_update = models.DateField(null=True, blank=True, help_text="Date of the next expected delivery.")
@@ -95,7 +101,13 @@ class Source(models.Model):
                 # Read under the row lock, so two concurrent saves never make the same version
                 # (on SQLite the IMMEDIATE transaction already holds the database's write lock).
                 stored = type(self)._base_manager.select_for_update().filter(pk=self.pk)
-                self.version = (stored.values_list("version", flat=True).first() or 0) + 1
+                version, status = stored.values_list("version", "status").first() or (0, self.status)
+                self.version = version + 1
+                if self.status == getattr(self, "_loaded_status", self.status):
+                    # The caller did not touch the status: keep the one a concurrent transition
+                    # may have made since this instance was loaded.
+                    self.status = status
+                self._loaded_status = status
             super().save(*args, **kwargs)
 
     @classmethod
@@ -114,6 +126,15 @@ class Source(models.Model):
         return self.next_update.isoformat() if self.next_update else "unscheduled"
 
 
+class SnapshotEncoder(DjangoJSONEncoder):
+    """DjangoJSONEncoder, but times keep their microseconds: a snapshot is exact."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
 class SourceEvent(models.Model):
     """One committed change to a source, with the source as that change left it."""
 
@@ -125,7 +146,7 @@ class SourceEvent(models.Model):
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
     # null, not "": the API tells a change nobody signed in made (shell, jobs) apart.
     actor = models.CharField(max_length=150, null=True, blank=True)  # noqa: DJ001
-    snapshot = models.JSONField(encoder=DjangoJSONEncoder, null=True, blank=True)
+    snapshot = models.JSONField(encoder=SnapshotEncoder, null=True, blank=True)
 
     class Meta:
         ordering = ("id",)

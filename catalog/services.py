@@ -57,11 +57,12 @@ def source_create(
     status: str = SourceStatus.ACTIVE,
 ) -> Source:
     """Create a source; `created_by` defaults to the acting user."""
-    created_by = _stripped(created_by) or actor
-    if not created_by:
-        raise field_error("created_by", "Who created the source is required.", ErrorCode.REQUIRED)
+    if created_by is None:
+        created_by = actor
+        if created_by is None:
+            raise field_error("created_by", "Who created the source is required.", ErrorCode.REQUIRED)
     source = Source(
-        created_by=created_by,
+        created_by=_stripped(created_by),
         country=_stripped(country),
         data_vendor=_stripped(data_vendor),
         panel=_stripped(panel),

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import Signal, receiver
 
 from catalog.actors import current_actor
@@ -29,6 +29,13 @@ def log_source_saved(sender: type[Source], instance: Source, created: bool, raw:
 @receiver(source_transitioned, dispatch_uid="catalog.log_source_transitioned")
 def log_source_transitioned(sender: type[Source], source: Source, kind: SourceEventKind, **kwargs: Any) -> None:
     _record(source, kind)
+
+
+@receiver(pre_delete, sender=Source, dispatch_uid="catalog.lock_source_deleted")
+def lock_source_deleted(sender: type[Source], instance: Source, **kwargs: Any) -> None:
+    # The instance may be older than the row: its deletion is one more than the stored version.
+    stored = Source._base_manager.select_for_update().filter(pk=instance.pk)
+    instance.version = stored.values_list("version", flat=True).first() or instance.version
 
 
 @receiver(post_delete, sender=Source, dispatch_uid="catalog.log_source_deleted")

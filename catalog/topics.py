@@ -9,8 +9,11 @@ from channels.layers import get_channel_layer
 
 from catalog.models import SourceEvent
 
-# The channel-layer message type; a consumer's listen_to_channel must use exactly this.
-SOURCE_CHANGED = "catalog.source_changed"
+# Channel-layer message types; a consumer's listen_to_channel must use exactly these. The
+# same change is sent with a different type to each kind of topic, because a consumer hands a
+# message to every subscription listening for its type, whichever group it came through.
+SOURCE_CHANGED = "catalog.source_changed"  # sent to SOURCES_TOPIC
+WATCHED_SOURCE_CHANGED = "catalog.watched_source_changed"  # sent to source_topic(id)
 
 # Every change to any source: live lists, the data library and the event stream listen here.
 SOURCES_TOPIC = "catalog.sources"
@@ -21,10 +24,10 @@ def source_topic(source_id: uuid.UUID | str) -> str:
     return f"catalog.source.{uuid.UUID(str(source_id)).hex}"
 
 
-def source_changed_message(event: SourceEvent) -> dict[str, object]:
+def source_changed_message(event: SourceEvent, message_type: str = SOURCE_CHANGED) -> dict[str, object]:
     """Return the small message that announces a committed change (ids, not instances)."""
     return {
-        "type": SOURCE_CHANGED,
+        "type": message_type,
         "event_id": event.id,
         "source_id": str(event.source_id),
         "kind": event.kind,
@@ -37,7 +40,6 @@ def publish_source_event(event: SourceEvent) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = source_changed_message(event)
     send = async_to_sync(layer.group_send)
-    send(SOURCES_TOPIC, message)
-    send(source_topic(event.source_id), message)
+    send(SOURCES_TOPIC, source_changed_message(event))
+    send(source_topic(event.source_id), source_changed_message(event, WATCHED_SOURCE_CHANGED))

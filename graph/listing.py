@@ -18,6 +18,9 @@ MAX_PAGE_SIZE = 1000
 
 def sources_queryset(filters: SourceFilter | None, info: Info | None = None) -> QuerySet[Source]:
     """Return the sources matching `filters`, newest first."""
+    if filters is not None and _has_nul(strawberry.asdict(filters)):
+        # PostgreSQL refuses NUL in a text parameter; nothing stored can contain one anyway.
+        raise invalid("filters: text may not contain NUL characters.")
     return strawberry_django.filters.apply(filters, Source.objects.order_by("-created_at", "-id"), info)
 
 
@@ -30,3 +33,13 @@ def page(queryset: QuerySet[Source], pagination: OffsetPaginationInput | None) -
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise invalid(f"pagination.limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}.")
     return queryset[offset : offset + limit]
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False

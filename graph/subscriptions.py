@@ -18,7 +18,7 @@ from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors
 from catalog.models import Source, SourceEvent, project_today
-from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, source_topic
+from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, WATCHED_SOURCE_CHANGED, source_topic
 from graph.errors import invalid
 from graph.fanout import shared
 from graph.listing import page, sources_queryset
@@ -48,7 +48,9 @@ class Subscription:
                     continue
                 if wanted_kinds is not None and message["kind"] not in wanted_kinds:
                     continue
-                yield await _event(message["event_id"])
+                event = await _event(message["event_id"])
+                if event is not None:  # None: the log entry was deleted since (a demo reset)
+                    yield event
 
     @strawberry.subscription(
         description="The live list, newest first: the current list at once, then after every "
@@ -74,8 +76,9 @@ class Subscription:
             return await sync_to_async(_source_list)(filters, pagination)
 
         async with _listen(info, SOURCES_TOPIC) as messages:
+            day = project_today()  # the day the first result is computed on
             yield await load()
-            async for tick in _with_day_changes(messages):
+            async for tick in _with_day_changes(messages, day):
                 # Subscribers with the same arguments share one query per event.
                 yield await shared(("sources", _tick_key(tick), arguments), load)
 
@@ -93,16 +96,21 @@ class Subscription:
         except ValueError:
             yield None
             return
-        async with _listen(info, source_topic(pk)) as messages:
+        async with _listen(info, source_topic(pk), WATCHED_SOURCE_CHANGED) as messages:
+            day = project_today()
             current = await sync_to_async(selectors.source_get)(pk)
             yield current
             if current is None:
                 return
-            async for tick in _with_day_changes(messages):
+            async for tick in _with_day_changes(messages, day):
                 if tick is not None:
-                    if tick["version"] <= current.version:
-                        continue  # committed before the first result was read
+                    # A socket that follows several sources gets all their messages in each
+                    # subscription: the consumer sorts messages by type, not by group.
+                    if tick["source_id"] != str(pk) or tick["version"] <= current.version:
+                        continue  # another source's, or committed before the first result was read
                     event = await _event(tick["event_id"])
+                    if event is None:
+                        continue
                     if event.source is None:
                         yield None
                         return
@@ -115,8 +123,9 @@ class Subscription:
             return await sync_to_async(selectors.data_library)()
 
         async with _listen(info, SOURCES_TOPIC) as messages:
+            day = project_today()
             yield await load()
-            async for tick in _with_day_changes(messages):
+            async for tick in _with_day_changes(messages, day):
                 yield await shared(("data_library", _tick_key(tick)), load)
 
 
@@ -124,20 +133,22 @@ def _source_list(filters: SourceFilter | None, pagination: OffsetPaginationInput
     return list(page(sources_queryset(filters), pagination))
 
 
-def _listen(info: Info, topic: str) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Message]]:
-    """Join `topic`; the returned iterator yields its messages from then on."""
+def _listen(
+    info: Info, topic: str, message_type: str = SOURCE_CHANGED
+) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Message]]:
+    """Join `topic`; the returned iterator yields its messages (of `message_type`) from then on."""
     try:
         consumer = info.context["ws"]
     except (KeyError, AttributeError):
         raise invalid("Subscriptions are served over WebSocket at /graphql.") from None
-    return consumer.listen_to_channel(SOURCE_CHANGED, groups=[topic])
+    return consumer.listen_to_channel(message_type, groups=[topic])
 
 
-async def _event(event_id: int) -> SourceEvent:
-    """Load a change once in this process, for all its subscribers."""
+async def _event(event_id: int) -> SourceEvent | None:
+    """Load a change once in this process, for all its subscribers (None if the log lost it)."""
 
-    async def load() -> SourceEvent:
-        return await sync_to_async(SourceEvent.objects.get)(pk=event_id)
+    async def load() -> SourceEvent | None:
+        return await sync_to_async(SourceEvent.objects.filter(pk=event_id).first)()
 
     return await shared(("event", event_id), load)
 
@@ -153,29 +164,30 @@ def _tick_key(tick: Message | None) -> Hashable:
     return ("event", tick["event_id"]) if tick is not None else ("day", project_today())
 
 
-def seconds_until_next_day(now: dt.datetime | None = None) -> float:
-    """Return the seconds from `now` to just after the next midnight in the project time zone."""
-    now = timezone.localtime(now, timezone=timezone.get_default_timezone())
-    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time.min, tzinfo=now.tzinfo)
+def seconds_until_day_after(day: dt.date, now: dt.datetime | None = None) -> float:
+    """Return the seconds from `now` to just after `day` ends in the project time zone (<= 0 once it has)."""
+    zone = timezone.get_default_timezone()
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time.min, tzinfo=zone)
     # Compared in UTC: subtracting two times of one zone ignores a DST change between them.
-    return (midnight.astimezone(dt.UTC) - now.astimezone(dt.UTC)).total_seconds() + 1
+    return (midnight.astimezone(dt.UTC) - (now or timezone.now()).astimezone(dt.UTC)).total_seconds() + 1
 
 
-async def next_day() -> None:
-    """Return shortly after the next midnight in the project time zone."""
-    await asyncio.sleep(seconds_until_next_day())
+async def next_day(after: dt.date) -> None:
+    """Return shortly after `after` has ended in the project time zone (at once if it has)."""
+    await asyncio.sleep(max(0.0, seconds_until_day_after(after)))
 
 
-async def _with_day_changes(messages: AsyncIterator[Message]) -> AsyncGenerator[Message | None, None]:
-    """Yield each message, and None whenever the date changes in the project time zone."""
+async def _with_day_changes(messages: AsyncIterator[Message], day: dt.date) -> AsyncGenerator[Message | None, None]:
+    """Yield each message, and None once `day` (that of the last result sent) has ended."""
     # Both waits are kept across iterations: cancelling a pending read would end `messages`.
     message = asyncio.ensure_future(anext(messages))
-    midnight = asyncio.ensure_future(next_day())
+    midnight = asyncio.ensure_future(next_day(day))
     try:
         while True:
             await asyncio.wait({message, midnight}, return_when=asyncio.FIRST_COMPLETED)
             if midnight.done():
-                midnight = asyncio.ensure_future(next_day())
+                day = project_today()
+                midnight = asyncio.ensure_future(next_day(day))
                 yield None
             if message.done():
                 try:

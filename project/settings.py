@@ -105,13 +105,16 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 times a read out after 5 s by default, exactly the time channels-redis
+                # blocks waiting for a message: an idle subscriber's consumer would die of it.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 # A subscriber's channel holds this many undelivered messages before
                 # channels-redis starts dropping them silently; a burst of changes must fit.
                 "capacity": 5000,
                 "expiry": 60,
                 # Group membership is refreshed by nothing while a subscription lives, so it
-                # must outlast any connection (see WEBSOCKET_CONNECT_TIMEOUT in asgi.py).
+                # must outlast any connection: daphne closes a WebSocket after its
+                # --websocket_timeout, 86400 s by default.
                 "group_expiry": 86400 * 7,
             },
         }

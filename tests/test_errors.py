@@ -48,6 +48,27 @@ async def test_add_without_created_by_and_nobody_signed_in_is_required() -> None
     assert await catalog_state() == before
 
 
+async def test_add_with_a_blank_created_by_is_blank() -> None:
+    before = await catalog_state()
+    result = await graphql(ADD, {"input": VALID_INPUT | {"createdBy": "  "}})
+    assert messages(result, "addSource") == [("VALIDATION", "createdBy", "blank")]
+    assert await catalog_state() == before
+
+
+@pytest.mark.parametrize("field", ["country", "dataVendor", "panel", "dataType", "createdBy"])
+async def test_add_with_a_nul_character_is_invalid(field: str) -> None:
+    before = await catalog_state()
+    result = await graphql(ADD, {"input": VALID_INPUT | {field: "Fr\u0000ance"}})
+    assert messages(result, "addSource") == [("VALIDATION", field, "invalid")]
+    assert await catalog_state() == before
+
+
+async def test_a_filter_with_a_nul_character_is_an_invalid_request() -> None:
+    result = await graphql("query($c: String) { sources(filters: {OR: {country: $c}}) { id } }", {"c": "a\u0000"})
+    assert result["errors"][0]["message"] == "filters: text may not contain NUL characters."
+    assert result["errors"][0]["extensions"] == {"code": "invalid"}
+
+
 @pytest.mark.parametrize("field", ["country", "dataVendor", "panel", "dataType"])
 async def test_add_with_a_blank_required_field_is_blank(field: str) -> None:
     before = await catalog_state()

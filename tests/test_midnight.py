@@ -19,54 +19,59 @@ PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 
 @pytest.mark.parametrize(
-    ("now", "seconds"),
+    ("day", "now", "seconds"),
     [
-        (dt.datetime(2026, 11, 21, 23, 59, 0, tzinfo=PARIS), 61),
-        (dt.datetime(2026, 11, 21, 22, 59, 0, tzinfo=dt.UTC), 61),  # 23:59 in Paris
-        (dt.datetime(2026, 11, 21, 0, 0, 0, tzinfo=PARIS), 86_401),
+        (dt.date(2026, 11, 21), dt.datetime(2026, 11, 21, 23, 59, 0, tzinfo=PARIS), 61),
+        (dt.date(2026, 11, 21), dt.datetime(2026, 11, 21, 22, 59, 0, tzinfo=dt.UTC), 61),  # 23:59 in Paris
+        (dt.date(2026, 11, 21), dt.datetime(2026, 11, 21, 0, 0, 0, tzinfo=PARIS), 86_401),
         # The night the clocks go back lasts 25 hours, and the one they go forward 23.
-        (dt.datetime(2026, 10, 25, 0, 0, 0, tzinfo=PARIS), 90_001),
-        (dt.datetime(2026, 3, 29, 0, 0, 0, tzinfo=PARIS), 82_801),
+        (dt.date(2026, 10, 25), dt.datetime(2026, 10, 25, 0, 0, 0, tzinfo=PARIS), 90_001),
+        (dt.date(2026, 3, 29), dt.datetime(2026, 3, 29, 0, 0, 0, tzinfo=PARIS), 82_801),
+        # A day that has already ended: no wait at all.
+        (dt.date(2026, 11, 20), dt.datetime(2026, 11, 21, 0, 0, 30, tzinfo=PARIS), -29),
     ],
 )
-def test_seconds_until_next_day_counts_to_just_after_midnight_in_paris(now: dt.datetime, seconds: int) -> None:
-    assert subscriptions.seconds_until_next_day(now) == seconds
+def test_seconds_until_day_after_counts_to_just_after_midnight_in_paris(
+    day: dt.date, now: dt.datetime, seconds: int
+) -> None:
+    assert subscriptions.seconds_until_day_after(day, now) == seconds
 
 
 @pytest.fixture
-def midnight(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Replace the wait for midnight with an event the test sets."""
-    event = asyncio.Event()
+def clock(monkeypatch: pytest.MonkeyPatch) -> asyncio.Condition:
+    """Wake the waits for midnight when the test moves the clock, not when real time passes."""
+    moved = asyncio.Condition()
 
-    async def next_day() -> None:
-        await event.wait()
-        event.clear()
+    async def next_day(after: dt.date) -> None:
+        async with moved:
+            await moved.wait_for(lambda: models.project_today() > after)
 
     monkeypatch.setattr(subscriptions, "next_day", next_day)
-    return event
+    return moved
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_live_sources_and_data_library_are_sent_again_after_midnight(
-    midnight: asyncio.Event, monkeypatch: pytest.MonkeyPatch
+    clock: asyncio.Condition, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     today = models.project_today()
     await sync_to_async(services.source_create)(actor=None, **source_values(current_update=today))
     async with GraphQLWebSocket(TRANSPORT_WS) as ws:
         sources = await ws.subscribe("subscription { sources { deliveryStatus } }")
         library = await ws.subscribe("subscription { dataLibrary { sections { key counters { key count } } } }")
-        assert await ws.next_data(sources) == {"sources": [{"deliveryStatus": "RECEIVED"}]}
-        first = await ws.next_data(library)
-        assert first["dataLibrary"]["sections"][1]["counters"][:2] == [
+        first = await ws.next_data_of_each(sources, library)
+        assert first[sources] == {"sources": [{"deliveryStatus": "RECEIVED"}]}
+        assert first[library]["dataLibrary"]["sections"][1]["counters"][:2] == [
             {"key": "received", "count": 1},
             {"key": "awaiting", "count": 0},
         ]
 
         real_now = timezone.now
         monkeypatch.setattr(timezone, "now", lambda: real_now() + dt.timedelta(days=1))  # the clock passes midnight
-        midnight.set()
+        async with clock:
+            clock.notify_all()
 
-        results = {message["id"]: message["payload"]["data"] for message in [await ws.receive(), await ws.receive()]}
+        results = await ws.next_data_of_each(sources, library)
         assert results[sources] == {"sources": [{"deliveryStatus": "DELAYED"}]}
         assert results[library]["dataLibrary"]["sections"][1]["counters"] == [
             {"key": "received", "count": 0},

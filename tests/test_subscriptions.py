@@ -158,3 +158,31 @@ async def test_data_library_sends_counters_then_counters_after_each_change(proto
             assert nonzero_counters((await ws.next_data(operation))["dataLibrary"]) == EXPECTED_COUNTERS[kind]
 
         await run_lifecycle(writer, on_change)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_several_subscriptions_on_one_socket_each_get_only_their_own_results(protocol: str) -> None:
+    writer = await make_writer("graphql")
+    first_id = await writer.add(country="First")
+    second_id = await writer.add(country="Second")
+    async with GraphQLWebSocket(protocol) as ws:
+        events = await ws.subscribe("subscription { sourceEvents { sourceId version } }")
+        first = await ws.subscribe("subscription($id: ID!) { source(id: $id) { id country } }", {"id": first_id})
+        second = await ws.subscribe("subscription($id: ID!) { source(id: $id) { id country } }", {"id": second_id})
+        listing = await ws.subscribe("subscription { sources { country } }")
+        initial = await ws.next_data_of_each(first, second, listing)
+        assert initial[first] == {"source": {"id": first_id, "country": "First"}}
+        assert initial[listing] == {"sources": [{"country": "Second"}, {"country": "First"}]}
+
+        await writer.update(second_id, country="Second, edited")
+
+        changed = await ws.next_data_of_each(events, second, listing)
+        assert changed[events] == {"sourceEvents": {"sourceId": second_id, "version": 2}}
+        assert changed[second] == {"source": {"id": second_id, "country": "Second, edited"}}
+        assert changed[listing] == {"sources": [{"country": "Second, edited"}, {"country": "First"}]}
+
+        # Nothing more for this change: the next frames are all about the next one.
+        await writer.update(first_id, country="First, edited")
+        changed = await ws.next_data_of_each(events, first, listing)
+        assert changed[events] == {"sourceEvents": {"sourceId": first_id, "version": 2}}
+        assert changed[first] == {"source": {"id": first_id, "country": "First, edited"}}

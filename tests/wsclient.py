@@ -72,6 +72,17 @@ class GraphQLWebSocket:
         assert "errors" not in payload, payload
         return payload["data"]
 
+    async def next_data_of_each(self, *operation_ids: str) -> dict[str, dict[str, Any]]:
+        """Return the next result of each operation, whatever order they arrive in."""
+        results = {}
+        for _ in operation_ids:
+            message = await self.receive()
+            assert message["type"] == ("next" if self.protocol == TRANSPORT_WS else "data"), message
+            assert "errors" not in message["payload"], message
+            results[message["id"]] = message["payload"]["data"]
+        assert sorted(results) == sorted(operation_ids), results
+        return results
+
     async def expect_complete(self, operation_id: str) -> None:
         message = await self.receive()
         assert message == {"id": operation_id, "type": "complete"}, message
