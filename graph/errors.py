@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from catalog.errors import ErrorCode
 
@@ -23,7 +28,7 @@ def invalid(message: str) -> GraphQLError:
 
 def _is_unexpected(error: GraphQLError) -> bool:
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError)
+    return original is not None and not isinstance(original, GraphQLError | InvalidOperationTypeError)
 
 
 class ErrorCodes(MaskErrors):
@@ -43,15 +48,32 @@ class ErrorCodes(MaskErrors):
         return masked
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        processed = super()._process_errors(errors)
+        processed = [_explained(error) for error in super()._process_errors(errors)]
         for error in processed:
             if not (error.extensions or {}).get("code"):
                 error.extensions = {**(error.extensions or {}), "code": ErrorCode.INVALID.value}
         return processed
 
 
+def _explained(error: GraphQLError) -> GraphQLError:
+    if not isinstance(error.original_error, InvalidOperationTypeError):
+        return error
+    # Raised by the legacy graphql-ws subprotocol, which carries subscriptions only.
+    return GraphQLError(
+        f"{error.original_error.as_http_error_reason('the graphql-ws subprotocol').capitalize()}: "
+        "send them over HTTP or the graphql-transport-ws subprotocol.",
+        extensions={"code": ErrorCode.INVALID.value},
+    )
+
+
 class Schema(strawberry.Schema):
     """Strawberry's schema, logging only the errors that are the server's fault."""
+
+    async def execute(self, *args: Any, allowed_operation_types: Iterable[OperationType] | None = None, **kwargs: Any):
+        # A subscription over plain HTTP would run as a query and return nonsense: it is
+        # refused (HTTP 400) and belongs on the WebSocket.
+        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES) - {OperationType.SUBSCRIPTION}
+        return await super().execute(*args, allowed_operation_types=allowed, **kwargs)
 
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Bad documents and bad input are answered with a clear error; logging each with a

@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import AsyncClient
 
 from catalog.models import Source, SourceEvent, SourceStatus
 from tests.conftest import graphql
+from tests.wsclient import LEGACY_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -225,3 +227,24 @@ async def test_a_bad_filter_enum_is_an_invalid_request() -> None:
 async def test_a_syntax_error_is_an_invalid_request() -> None:
     result = await graphql("{ sources { id ")
     assert [error["extensions"]["code"] for error in result["errors"]] == ["invalid"]
+
+
+async def test_a_subscription_over_http_is_refused_with_400() -> None:
+    response = await AsyncClient().post(
+        "/graphql", {"query": "subscription { dataLibrary { windowDays } }"}, content_type="application/json"
+    )
+    assert (response.status_code, response.content) == (400, b"subscriptions are not allowed when using POST")
+
+
+async def test_a_query_over_the_legacy_subprotocol_is_invalid() -> None:
+    async with GraphQLWebSocket(LEGACY_WS) as ws:
+        operation = await ws.subscribe("{ sources { id } }")
+        assert await ws.receive() == {
+            "type": "error",
+            "id": operation,
+            "payload": {
+                "message": "Queries are not allowed when using the graphql-ws subprotocol: "
+                "send them over HTTP or the graphql-transport-ws subprotocol.",
+                "extensions": {"code": "invalid"},
+            },
+        }

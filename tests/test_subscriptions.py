@@ -14,7 +14,7 @@ import pytest
 from catalog.models import project_today
 from catalog.topics import SOURCES_TOPIC
 from tests.writers import WRITERS, make_writer
-from tests.wsclient import PROTOCOLS, GraphQLWebSocket, until_joined
+from tests.wsclient import PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -186,3 +186,16 @@ async def test_several_subscriptions_on_one_socket_each_get_only_their_own_resul
         changed = await ws.next_data_of_each(events, first, listing)
         assert changed[events] == {"sourceEvents": {"sourceId": first_id, "version": 2}}
         assert changed[first] == {"source": {"id": first_id, "country": "First, edited"}}
+
+
+async def test_queries_and_mutations_also_run_over_graphql_transport_ws() -> None:
+    async with GraphQLWebSocket(TRANSPORT_WS) as ws:
+        added = await ws.subscribe(
+            'mutation { addSource(input: {country: "France", dataVendor: "GfK", panel: "P", dataType: "Sales",'
+            ' createdBy: "ws"}) { ... on Source { country version } } }'
+        )
+        assert await ws.next_data(added) == {"addSource": {"country": "France", "version": 1}}
+        await ws.expect_complete(added)
+        listed = await ws.subscribe("{ sources { dataVendor } }")
+        assert await ws.next_data(listed) == {"sources": [{"dataVendor": "GfK"}]}
+        await ws.expect_complete(listed)
