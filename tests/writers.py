@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.test import Client
 
 from catalog.models import Source, SourceStatus
+from catalog.services import PATCHABLE_FIELDS
 from tests.conftest import graphql
 
 RESULT = "__typename ... on OperationInfo { messages { code message } }"
@@ -146,19 +147,8 @@ async def make_writer(name: str) -> GraphQLWriter | AdminWriter | OrmWriter:
     return await sync_to_async(WRITERS[name])()
 
 
-_ADMIN_FIELDS = (
-    "created_by",
-    "country",
-    "data_vendor",
-    "panel",
-    "panel_group",
-    "scope_of_subscription",
-    "data_type",
-    "granularity",
-    "end_date",
-    "current_update",
-    "next_update",
-)
+# The admin change form posts every editable field: the patchable ones and who created the source.
+_ADMIN_FIELDS = ("created_by", *sorted(PATCHABLE_FIELDS))
 
 
 def admin_user() -> Any:
