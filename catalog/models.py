@@ -40,6 +40,16 @@ class SourceEventKind(models.TextChoices):
     DELETED = "DELETED", "Deleted"
 
 
+def parse_source_id(value: object) -> uuid.UUID | None:
+    """Return `value` as a source id, or None when it is no UUID (such a source cannot exist)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def project_today(now: datetime | None = None) -> date:
     """Return the date of `now` (default: now) in the project time zone, settings.TIME_ZONE."""
     return timezone.localdate(now, timezone.get_default_timezone())

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus, project_today
+from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus, parse_source_id, project_today
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,8 @@ class DataLibrary:
 
 def source_get(source_id: str | uuid.UUID) -> Source | None:
     """Return the source with this id, or None when there is none or the id is no UUID."""
-    try:
-        pk = source_id if isinstance(source_id, uuid.UUID) else uuid.UUID(str(source_id))
-    except ValueError:
-        return None
-    return Source.objects.filter(pk=pk).first()
+    pk = parse_source_id(source_id)
+    return None if pk is None else Source.objects.filter(pk=pk).first()
 
 
 def data_library_window_start(today: date, window_days: int) -> date:

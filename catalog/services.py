@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from catalog.actors import acting_as
 from catalog.errors import ErrorCode, field_error, normalized
-from catalog.models import Source, SourceEventKind, SourceStatus
+from catalog.models import Source, SourceEventKind, SourceStatus, parse_source_id
 from catalog.signals import source_transitioned
 
 # Fields a patch may change. `status` changes only through the transitions, which check
@@ -177,10 +177,10 @@ def _refusal(kind: SourceEventKind, source: Source) -> str:
 
 
 def _parse_id(source_id: str | uuid.UUID) -> uuid.UUID:
-    try:
-        return source_id if isinstance(source_id, uuid.UUID) else uuid.UUID(str(source_id))
-    except ValueError:
-        raise _not_found(source_id) from None
+    pk = parse_source_id(source_id)
+    if pk is None:
+        raise _not_found(source_id)
+    return pk
 
 
 def _get(source_id: str | uuid.UUID, *, lock: bool = False) -> Source:

@@ -17,7 +17,7 @@ from strawberry.types import Info
 from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors
-from catalog.models import Source, SourceEvent, project_today
+from catalog.models import Source, SourceEvent, parse_source_id, project_today
 from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, WATCHED_SOURCE_CHANGED, source_topic
 from graph.errors import invalid
 from graph.fanout import shared
@@ -91,9 +91,8 @@ class Subscription:
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")],  # noqa: A002
     ) -> AsyncGenerator[SourceType | None, None]:
-        try:
-            pk = uuid.UUID(str(id))
-        except ValueError:
+        pk = parse_source_id(id)
+        if pk is None:
             yield None
             return
         async with _listen(info, source_topic(pk), WATCHED_SOURCE_CHANGED) as messages:
@@ -154,10 +153,10 @@ async def _event(event_id: int) -> SourceEvent | None:
 
 
 def _parse_id(value: str, argument: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise invalid(f"{argument}: {str(value)[:64]!r} is not a source id (a UUID).") from None
+    pk = parse_source_id(value)
+    if pk is None:
+        raise invalid(f"{argument}: {str(value)[:64]!r} is not a source id (a UUID).")
+    return pk
 
 
 def _tick_key(tick: Message | None) -> Hashable:
