@@ -15,6 +15,12 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     INVALID_TRANSITION = "invalid_transition"
     VERSION_CONFLICT = "version_conflict"
+    # Who may do what (the GraphQL layer and the transport use these).
+    PERMISSION_DENIED = "permission_denied"
+    UNAUTHENTICATED = "unauthenticated"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    CSRF_FAILED = "csrf_failed"
+    LIMIT_EXCEEDED = "limit_exceeded"
 
 
 # Django's own validation codes, folded into the few this API documents.

@@ -1,4 +1,4 @@
-"""Every topic (channel-layer group) and event type, and the one function that publishes."""
+"""Every topic (channel-layer group) and event type, and the functions that publish to them."""
 
 from __future__ import annotations
 
@@ -43,3 +43,25 @@ def publish_source_event(event: SourceEvent) -> None:
     send = async_to_sync(layer.group_send)
     send(SOURCES_TOPIC, source_changed_message(event))
     send(source_topic(event.source_id), source_changed_message(event, WATCHED_SOURCE_CHANGED))
+
+
+# --- Access: sockets listen for changes to the credentials they were opened with.
+# Here too so that every group name of the service is built in this one module.
+ACCESS_CHANGED = "access.changed"
+
+
+def user_topic(user_id: int) -> str:
+    """Return the topic of changes to one user's access (deactivation, password, sign-out)."""
+    return f"access.user.{int(user_id)}"
+
+
+def token_topic(token_id: int) -> str:
+    """Return the topic of changes to one API token (revocation, expiry, deletion)."""
+    return f"access.token.{int(token_id)}"
+
+
+def publish_access_changed(topic: str) -> None:
+    """Ask the sockets on `topic` to check their credentials again; call only after commit."""
+    layer = get_channel_layer()
+    if layer is not None:
+        async_to_sync(layer.group_send)(topic, {"type": ACCESS_CHANGED})

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import strawberry
+from django.core.exceptions import PermissionDenied
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import InvalidOperationTypeError
@@ -28,13 +29,17 @@ def invalid(message: str) -> GraphQLError:
 
 def _is_unexpected(error: GraphQLError) -> bool:
     original = error.original_error
-    return original is not None and not isinstance(original, GraphQLError | InvalidOperationTypeError)
+    return original is not None and not isinstance(
+        original, GraphQLError | InvalidOperationTypeError | PermissionDenied
+    )
 
 
 class ErrorCodes(MaskErrors):
     """Give every error an `extensions.code`; hide the text of unexpected exceptions.
 
-    Request errors (syntax, validation, values that do not fit their type) get `invalid`;
+    Request errors (syntax, validation, values that do not fit their type, the limits on
+    depth, aliases and tokens) get `invalid`; a missing permission gets `permission_denied`
+    and names the permission;
     an exception nobody raised on purpose is logged with its traceback here and reaches the
     client only as "Unexpected error." with code `internal`.
     """
@@ -56,6 +61,11 @@ class ErrorCodes(MaskErrors):
 
 
 def _explained(error: GraphQLError) -> GraphQLError:
+    if isinstance(error.original_error, PermissionDenied):
+        extensions = {"code": ErrorCode.PERMISSION_DENIED.value}
+        if permission := getattr(error.original_error, "permission", None):
+            extensions["permission"] = permission
+        return GraphQLError(error.message, error.nodes, path=error.path, extensions=extensions)
     if not isinstance(error.original_error, InvalidOperationTypeError):
         return error
     # Raised by the legacy graphql-ws subprotocol, which carries subscriptions only.

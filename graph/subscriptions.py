@@ -22,6 +22,7 @@ from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, WATCHED_SOURCE_CHANGED
 from graph.errors import invalid
 from graph.fanout import shared
 from graph.listing import page, sources_queryset
+from graph.permissions import VIEW_SOURCE, arequire
 from graph.types import DataLibraryType, SourceEventKindEnum, SourceEventType, SourceFilter, SourceType
 
 Message = dict[str, Any]
@@ -31,7 +32,7 @@ Message = dict[str, Any]
 class Subscription:
     @strawberry.subscription(
         description="Every committed change, in commit order, once each; only those of the "
-        "given sources (ids) and kinds when given."
+        f"given sources (ids) and kinds when given. Needs {VIEW_SOURCE}."
     )
     async def source_events(
         self,
@@ -39,6 +40,7 @@ class Subscription:
         ids: list[strawberry.ID] | None = None,
         kinds: list[SourceEventKindEnum] | None = None,
     ) -> AsyncGenerator[SourceEventType, None]:
+        await arequire(info, VIEW_SOURCE)
         wanted_ids = None if ids is None else {str(_parse_id(value, "ids")) for value in ids}
         wanted_kinds = None if kinds is None else {kind.value for kind in kinds}
         async with _listen(info, SOURCES_TOPIC) as messages:
@@ -54,7 +56,7 @@ class Subscription:
 
     @strawberry.subscription(
         description="The live list, newest first: the current list at once, then after every "
-        "change and shortly after midnight (deliveryStatus changes with the date)."
+        f"change and shortly after midnight (deliveryStatus changes with the date). Needs {VIEW_SOURCE}."
     )
     async def sources(
         self,
@@ -62,6 +64,7 @@ class Subscription:
         filters: SourceFilter | None = None,
         pagination: OffsetPaginationInput | None = None,
     ) -> AsyncGenerator[list[SourceType], None]:
+        await arequire(info, VIEW_SOURCE)
         page(Source.objects.none(), pagination)  # refuse a bad page before subscribing
         arguments = json.dumps(
             [
@@ -84,13 +87,14 @@ class Subscription:
 
     @strawberry.subscription(
         description="One live source: now, then as each change leaves it, and shortly after "
-        "midnight; null (and the end) once deleted or when there is no such source."
+        f"midnight; null (and the end) once deleted or when there is no such source. Needs {VIEW_SOURCE}."
     )
     async def source(
         self,
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="The source's UUID.")],  # noqa: A002
     ) -> AsyncGenerator[SourceType | None, None]:
+        await arequire(info, VIEW_SOURCE)
         pk = parse_source_id(id)
         if pk is None:
             yield None
@@ -116,8 +120,12 @@ class Subscription:
                     current = event.source
                 yield current
 
-    @strawberry.subscription(description="The data library: now, then after every change and shortly after midnight.")
+    @strawberry.subscription(
+        description=f"The data library: now, then after every change and shortly after midnight. Needs {VIEW_SOURCE}."
+    )
     async def data_library(self, info: Info) -> AsyncGenerator[DataLibraryType, None]:
+        await arequire(info, VIEW_SOURCE)
+
         async def load() -> selectors.DataLibrary:
             return await sync_to_async(selectors.data_library)()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 from django.core.asgi import get_asgi_application
@@ -13,16 +12,20 @@ django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
-from strawberry.channels import GraphQLWSConsumer  # noqa: E402
 
 from graph.schema import schema  # noqa: E402
+from graph.websocket import GraphQLConsumer  # noqa: E402
 
-graphql_websocket = GraphQLWSConsumer.as_asgi(
+graphql_websocket = GraphQLConsumer.as_asgi(
     schema=schema,
     keep_alive=True,
     keep_alive_interval=15,
-    connection_init_wait_timeout=dt.timedelta(seconds=10),
+    max_subscriptions_per_connection=settings.GRAPHQL_MAX_OPERATIONS_PER_CONNECTION,
+    # Same-origin pages and these only: any other page could open a socket with the
+    # user's session cookie (browsers apply no CORS to WebSocket handshakes).
+    allowed_origins=settings.ALLOWED_ORIGINS,
 )
 
 application = ProtocolTypeRouter(

@@ -34,6 +34,15 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" if DEBUG else "")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS is not set. Set it to the host names the service answers to, comma-separated "
+        "(for example catalog.example.com), or set DJANGO_DEBUG=1 for local development."
+    )
+# Pages on these origins (besides the service's own) may use the API with the user's session:
+# open a WebSocket, and POST with the CSRF token. Comma-separated, like https://app.example.com.
+ALLOWED_ORIGINS = _env_list("ALLOWED_ORIGINS", "")
+CSRF_TRUSTED_ORIGINS = ALLOWED_ORIGINS
 
 INSTALLED_APPS = [
     "daphne",
@@ -46,6 +55,7 @@ INSTALLED_APPS = [
     "channels",
     "strawberry_django",
     "catalog",
+    "accounts",  # after catalog: its post_migrate creates roles from the catalog's permissions
 ]
 
 MIDDLEWARE = [
@@ -154,6 +164,34 @@ STRAWBERRY_DJANGO = {
     "PAGINATION_MAX_LIMIT": 1000,
     "MUTATIONS_DEFAULT_HANDLE_ERRORS": True,
 }
+
+# --- GraphQL limits (README: Limits): a request over one is refused before it costs anything.
+GRAPHQL_MAX_REQUEST_BYTES = int(os.environ.get("GRAPHQL_MAX_REQUEST_BYTES", "65536"))  # HTTP body, WS message
+GRAPHQL_MAX_DEPTH = int(os.environ.get("GRAPHQL_MAX_DEPTH", "10"))
+GRAPHQL_MAX_ALIASES = int(os.environ.get("GRAPHQL_MAX_ALIASES", "30"))
+GRAPHQL_MAX_TOKENS = int(os.environ.get("GRAPHQL_MAX_TOKENS", "2000"))
+GRAPHQL_MAX_OPERATIONS_PER_CONNECTION = int(os.environ.get("GRAPHQL_MAX_OPERATIONS_PER_CONNECTION", "50"))
+# Seconds a new socket has to send connection_init before it is closed with 4408.
+GRAPHQL_CONNECTION_INIT_TIMEOUT = float(os.environ.get("GRAPHQL_CONNECTION_INIT_TIMEOUT", "10"))
+# GraphiQL and code generators need introspection; turn it off to hide the schema.
+GRAPHQL_INTROSPECTION = _env_flag("GRAPHQL_INTROSPECTION", default=True)
+
+# --- Production (DJANGO_DEBUG unset): HTTPS only, cookies that never travel in clear text.
+if not DEBUG:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _env_flag("SECURE_SSL_REDIRECT", default=True)
+    # Load balancers probe over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = _env_flag("SECURE_HSTS_PRELOAD")
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a promise to browser vendors that only the domain's owner can make.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    if _env_flag("DJANGO_BEHIND_TLS_PROXY"):
+        # The proxy terminates TLS and says so in this header (and strips it from clients).
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {
     "version": 1,

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import path
-from django.views.decorators.csrf import csrf_exempt
-from strawberry.django.views import AsyncGraphQLView
 
 from graph.schema import schema
+from graph.views import GraphQLView
 
-graphql_view = csrf_exempt(AsyncGraphQLView.as_view(schema=schema))
+graphql_view = GraphQLView.as_view(schema=schema)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -10,20 +10,38 @@ from asgiref.sync import SyncToAsync
 from django.db import connections
 from django.test import AsyncClient
 
+from tests.identities import atoken
+
 SOURCE_FIELDS = "id country dataVendor panel panelGroup status deliveryStatus nextStatus version"
 
 
+ADMIN = "admin"
+
+
 async def graphql(
-    query: str, variables: dict[str, Any] | None = None, client: AsyncClient | None = None
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = ADMIN,
+    client: AsyncClient | None = None,
+    status: int = 200,
 ) -> dict[str, Any]:
-    """POST one operation to /graphql and return the decoded response body."""
+    """POST one operation to /graphql and return the decoded response body.
+
+    `token` is a bearer token's secret, None for none, or ADMIN (the default) for a new
+    token of a new user in the admin role.
+    """
     client = client or AsyncClient()
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {await atoken('admin') if token == ADMIN else token}"
     response = await client.post(
         "/graphql",
         json.dumps({"query": query, "variables": variables or {}}),
         content_type="application/json",
+        headers=headers,
     )
-    assert response.status_code == 200, response.content
+    assert response.status_code == status, response.content
     return response.json()
 
 

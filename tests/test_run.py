@@ -10,11 +10,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gql import Client, gql
+from gql.transport.exceptions import TransportConnectionFailed, TransportError
 from gql.transport.websockets import WebsocketsTransport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +29,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Server:
+    address: str  # host:port
+    token: str  # an API token of the demo user
+    log: Path
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start scripts/serve on a free port with a fresh SQLite file; return its base URL."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Start scripts/serve on a free port with a fresh SQLite file, and issue a token as an integrator would."""
     port = free_port()
     env = {
         key: value
@@ -50,23 +59,46 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        issued = subprocess.run(
+            [sys.executable, "manage.py", "create_api_token", "demo", "--name", "tests"],
+            env=env | {"DJANGO_DEBUG": "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip(), log=log)
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def post(server: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+def post(server: Server, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
-        f"http://{server}/graphql",
+        f"http://{server.address}/graphql",
         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
         return json.load(response)
 
 
-def test_the_service_answers_the_readme_query_with_the_demo_data(server: str) -> None:
+def test_the_run_command_prints_the_demo_credentials_that_sign_in(server: Server) -> None:
+    assert "Sign in as demo / demo" in server.log.read_text()
+    request = urllib.request.Request(
+        f"http://{server.address}/graphql",
+        data=json.dumps(
+            {"query": 'mutation { login(username: "demo", password: "demo") { ... on Viewer { username } } }'}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
+        assert json.load(response) == {"data": {"login": {"username": "demo"}}}
+        cookies = sorted(cookie.split("=")[0] for cookie in response.headers.get_all("Set-Cookie"))
+        assert cookies == ["csrftoken", "sessionid"]
+
+
+def test_the_service_answers_the_readme_query_with_the_demo_data(server: Server) -> None:
     result = post(server, "{ sources { id country status deliveryStatus } }")
     sources = result["data"]["sources"]
     assert len(sources) == 36
@@ -75,18 +107,18 @@ def test_the_service_answers_the_readme_query_with_the_demo_data(server: str) ->
     assert len({s["country"] for s in sources}) == 8
 
 
-def test_the_service_serves_graphiql_to_a_browser(server: str) -> None:
-    request = urllib.request.Request(f"http://{server}/graphql", headers={"Accept": "text/html"})
+def test_the_service_serves_graphiql_to_a_browser(server: Server) -> None:
+    request = urllib.request.Request(f"http://{server.address}/graphql", headers={"Accept": "text/html"})
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/html")
         assert "graphiql" in response.read().decode().lower()
 
 
-def test_the_service_serves_the_admin_with_its_static_files(server: str) -> None:
-    with urllib.request.urlopen(f"http://{server}/static/admin/css/base.css", timeout=10) as response:
+def test_the_service_serves_the_admin_with_its_static_files(server: Server) -> None:
+    with urllib.request.urlopen(f"http://{server.address}/static/admin/css/base.css", timeout=10) as response:
         assert response.status == 200
-    with urllib.request.urlopen(f"http://{server}/admin/login/", timeout=10) as response:
+    with urllib.request.urlopen(f"http://{server.address}/admin/login/", timeout=10) as response:
         assert "Django administration" in response.read().decode()
 
 
@@ -94,21 +126,54 @@ def counter(data_library: dict[str, Any], key: str) -> int:
     return next(c["count"] for s in data_library["sections"] for c in s["counters"] if c["key"] == key)
 
 
+def init_payload(form: str, token: str) -> dict[str, Any]:
+    """Return the connection_init payload carrying `token` in one of the two accepted forms."""
+    if form == "authorization":
+        return {"authorization": f"Bearer {token}"}
+    return {"headers": {"Authorization": f"Bearer {token}"}}
+
+
+@pytest.mark.parametrize("form", ["authorization", "headers"])
 @pytest.mark.parametrize(
     "subprotocol", [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL, WebsocketsTransport.APOLLO_SUBPROTOCOL]
 )
-async def test_gql_receives_the_data_library_then_its_change(server: str, subprotocol: str) -> None:
-    transport = WebsocketsTransport(url=f"ws://{server}/graphql", subprotocols=[subprotocol])
+async def test_gql_signs_in_with_a_token_and_receives_the_data_library_then_its_change(
+    server: Server, subprotocol: str, form: str
+) -> None:
+    transport = WebsocketsTransport(
+        url=f"ws://{server.address}/graphql", subprotocols=[subprotocol], init_payload=init_payload(form, server.token)
+    )
     subscription = gql("subscription { dataLibrary { sections { counters { key count } } } }")
     async with Client(transport=transport) as session:
         updates = session.subscribe(subscription)
         first = (await anext(updates))["dataLibrary"]
 
-        active = post(server, "{ sources(filters: {status: ACTIVE}, pagination: {limit: 1}) { id } }")
-        source_id = active["data"]["sources"][0]["id"]
-        result = post(server, "mutation($id: ID!) { deactivateSource(id: $id) { __typename } }", {"id": source_id})
-        assert result == {"data": {"deactivateSource": {"__typename": "Source"}}}
+        result = post(
+            server,
+            "mutation($input: SourceInput!) { addSource(input: $input) { __typename } }",
+            {"input": {"country": "Spain", "dataVendor": "gql", "panel": "Retail", "dataType": "Sales"}},
+        )
+        assert result == {"data": {"addSource": {"__typename": "Source"}}}
 
         second = (await anext(updates))["dataLibrary"]
-        assert counter(second, "deactivated") == counter(first, "deactivated") + 1
+        assert counter(second, "created") == counter(first, "created") + 1
         await updates.aclose()
+
+
+@pytest.mark.parametrize(
+    "subprotocol", [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL, WebsocketsTransport.APOLLO_SUBPROTOCOL]
+)
+async def test_gql_is_refused_with_a_token_that_is_not_valid(server: Server, subprotocol: str) -> None:
+    transport = WebsocketsTransport(
+        url=f"ws://{server.address}/graphql",
+        subprotocols=[subprotocol],
+        init_payload=init_payload("authorization", "cat_not-a-token"),
+    )
+    with pytest.raises(TransportError) as raised:
+        async with Client(transport=transport):
+            pass
+    if subprotocol == WebsocketsTransport.APOLLO_SUBPROTOCOL:  # the legacy protocol says why first
+        assert str(raised.value) == "Server error: '{'message': 'The API token is not valid.'}'"
+    else:
+        # Only the code: daphne 4.2 does not pass a close reason on to the client.
+        assert (type(raised.value), raised.value.__cause__.rcvd.code) == (TransportConnectionFailed, 4403)

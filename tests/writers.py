@@ -14,6 +14,7 @@ from django.test import Client
 from catalog.models import Source, SourceStatus
 from catalog.services import PATCHABLE_FIELDS
 from tests.conftest import graphql
+from tests.identities import atoken
 
 RESULT = "__typename ... on OperationInfo { messages { code message } }"
 TRANSITION_MUTATIONS = {
@@ -24,7 +25,17 @@ TRANSITION_MUTATIONS = {
 
 
 class GraphQLWriter:
-    actor = None
+    """Sends the mutations with the API token of a user in the admin role."""
+
+    actor = "graphql-writer"
+
+    def __init__(self) -> None:
+        self._secret: str | None = None
+
+    async def token(self) -> str:
+        if self._secret is None:
+            self._secret = await atoken("admin", username=self.actor)
+        return self._secret
 
     async def add(self, **fields: Any) -> str:
         result = await graphql(
@@ -39,6 +50,7 @@ class GraphQLWriter:
                 }
                 | _json(fields)
             },
+            token=await self.token(),
         )
         return result["data"]["addSource"]["id"]
 
@@ -46,16 +58,23 @@ class GraphQLWriter:
         result = await graphql(
             "mutation($id: ID!, $input: SourcePatch!) { updateSource(id: $id, input: $input) { %s } }" % RESULT,
             {"id": source_id, "input": _json(fields)},
+            token=await self.token(),
         )
         assert result["data"]["updateSource"]["__typename"] == "Source", result
 
     async def transition(self, name: str, source_id: str) -> None:
         mutation = TRANSITION_MUTATIONS[name]
-        result = await graphql("mutation($id: ID!) { %s(id: $id) { %s } }" % (mutation, RESULT), {"id": source_id})
+        result = await graphql(
+            "mutation($id: ID!) { %s(id: $id) { %s } }" % (mutation, RESULT),
+            {"id": source_id},
+            token=await self.token(),
+        )
         assert result["data"][mutation]["__typename"] == "Source", result
 
     async def delete(self, source_id: str) -> None:
-        result = await graphql("mutation($id: ID!) { deleteSource(id: $id) { %s } }" % RESULT, {"id": source_id})
+        result = await graphql(
+            "mutation($id: ID!) { deleteSource(id: $id) { %s } }" % RESULT, {"id": source_id}, token=await self.token()
+        )
         assert result["data"]["deleteSource"]["__typename"] == "DeletedSource", result
 
 

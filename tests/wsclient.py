@@ -14,6 +14,8 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from project.asgi import application
+from tests.conftest import ADMIN
+from tests.identities import atoken
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -26,18 +28,44 @@ RECEIVE_TIMEOUT = 10
 class GraphQLWebSocket:
     """One connection to /graphql; use as `async with GraphQLWebSocket(protocol) as ws`."""
 
-    def __init__(self, protocol: str, *, path: str = "/graphql", headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(
+        self,
+        protocol: str,
+        *,
+        token: str | None = ADMIN,
+        payload: dict[str, Any] | None = None,
+        path: str = "/graphql",
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ):
+        """`token`: a bearer token's secret, ADMIN for a new admin's, or None to send `payload` as is."""
         self.protocol = protocol
+        self.token = token
+        self.payload = payload or {}
         self.communicator = WebsocketCommunicator(application, path, subprotocols=[protocol], headers=headers)
         self._ids = (str(n) for n in itertools.count(1))
 
     async def __aenter__(self) -> GraphQLWebSocket:
+        payload = self.payload
+        if self.token is not None:
+            secret = await atoken("admin") if self.token == ADMIN else self.token
+            payload = {"authorization": f"Bearer {secret}", **payload}
+        await self.open()
+        await self.send({"type": "connection_init", "payload": payload})
+        assert (await self.receive())["type"] == "connection_ack"
+        return self
+
+    async def open(self) -> None:
+        """Complete the handshake, without connection_init."""
         connected, subprotocol = await self.communicator.connect(timeout=RECEIVE_TIMEOUT)
         assert connected, "the server refused the WebSocket"
         assert subprotocol == self.protocol
-        await self.send({"type": "connection_init", "payload": {}})
-        assert (await self.receive())["type"] == "connection_ack"
-        return self
+
+    async def closed_with(self) -> tuple[int, str]:
+        """Return the code and reason the server closed the socket with."""
+        while True:
+            output = await self.communicator.receive_output(timeout=RECEIVE_TIMEOUT)
+            if output["type"] == "websocket.close":
+                return output.get("code"), output.get("reason", "")
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.communicator.disconnect()

@@ -1,0 +1,49 @@
+"""Django model permissions, checked before a resolver reads or writes anything."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.core.exceptions import PermissionDenied
+from strawberry.types import Info
+
+from catalog.errors import ErrorCode
+from graph.context import current_user, over_websocket
+
+VIEW_SOURCE = "catalog.view_source"
+ADD_SOURCE = "catalog.add_source"
+CHANGE_SOURCE = "catalog.change_source"
+DELETE_SOURCE = "catalog.delete_source"
+
+# ModelBackend caches a user's permissions on the user object; a socket keeps its user for
+# hours, so each check there reads them afresh (a permission taken away applies to the
+# next operation).
+_PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
+
+
+class MissingPermission(PermissionDenied):
+    """The signed-in user (or nobody) lacks `permission`.
+
+    A PermissionDenied, so that strawberry-django turns it into an OperationInfo of kind
+    PERMISSION in mutations; graph.errors turns it into a coded error elsewhere.
+    """
+
+    code = ErrorCode.PERMISSION_DENIED.value
+
+    def __init__(self, permission: str) -> None:
+        self.permission = permission
+        super().__init__(f"Missing permission {permission}.")
+
+
+def require(info: Info, permission: str) -> None:
+    """Raise MissingPermission unless the user has `permission` (sync resolvers)."""
+    user = current_user(info)
+    if over_websocket(info):
+        for cache in _PERMISSION_CACHES:
+            user.__dict__.pop(cache, None)
+    if not user.has_perm(permission):
+        raise MissingPermission(permission)
+
+
+async def arequire(info: Info, permission: str) -> None:
+    """Raise MissingPermission unless the user has `permission` (async resolvers)."""
+    await sync_to_async(require)(info, permission)

@@ -1,0 +1,102 @@
+"""GraphQL over HTTP: who is asking (bearer token or session), CSRF for sessions, body size."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from cross_web import HTTPException
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
+from strawberry.django.views import AsyncGraphQLView
+
+from accounts.tokens import TokenRefused, bearer_secret, token_authenticate
+from catalog.errors import ErrorCode
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    # Django's own CSRF check, asked for its verdict instead of its 403 page.
+    def _reject(self, request: HttpRequest, reason: str) -> str:
+        return reason
+
+
+def error_response(status: int, code: ErrorCode, message: str, **headers: str) -> JsonResponse:
+    """Return a GraphQL-shaped error body for a request refused before execution."""
+    return JsonResponse(
+        {"errors": [{"message": message, "extensions": {"code": code.value}}]}, status=status, headers=headers
+    )
+
+
+# Exempt from the middleware's blanket check: requests with a bearer token and anonymous
+# ones carry no cookie authority to abuse, and only session-authenticated POSTs are checked,
+# below.
+@method_decorator(csrf_exempt, name="dispatch")
+class GraphQLView(AsyncGraphQLView):
+    """Strawberry's view, signing requests in with a bearer token or the session."""
+
+    async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        refusal = await self._refusal(request)
+        if refusal is not None:
+            return refusal
+        try:
+            return await self.run(request=request)
+        except HTTPException as error:  # a body that is not JSON, a method other than GET/POST
+            return error_response(error.status_code, ErrorCode.INVALID, error.reason)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return json.loads(data)
+        except RecursionError:  # nested deeper than the parser's stack: not a request we serve
+            raise json.JSONDecodeError("Nested too deeply", "", 0) from None
+
+    async def _refusal(self, request: HttpRequest) -> HttpResponseBase | None:
+        limit = settings.GRAPHQL_MAX_REQUEST_BYTES
+        too_large = error_response(413, ErrorCode.LIMIT_EXCEEDED, f"The request body is over {limit} bytes.")
+        try:
+            if int(request.headers.get("Content-Length") or 0) > limit or len(request.body) > limit:
+                return too_large
+        except ValueError:
+            return error_response(400, ErrorCode.INVALID, "The Content-Length header is not a number.")
+        except RequestDataTooBig:
+            return too_large
+
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            return await self._sign_in_with_token(request, authorization)
+        if request.method == "POST" and (await request.auser()).is_authenticated:
+            reason = await sync_to_async(_csrf_failure)(request)
+            if reason is not None:
+                return error_response(
+                    403,
+                    ErrorCode.CSRF_FAILED,
+                    f"CSRF check failed ({reason}). With a session, send the csrftoken cookie's value "
+                    "in the X-CSRFToken header.",
+                )
+        return None
+
+    async def _sign_in_with_token(self, request: HttpRequest, authorization: str) -> HttpResponseBase | None:
+        secret = bearer_secret(authorization)
+        try:
+            if secret is None:
+                raise TokenRefused('The Authorization header must be "Bearer <token>".')
+            token = await sync_to_async(token_authenticate)(secret)
+        except TokenRefused as refusal:
+            return error_response(
+                401, ErrorCode.UNAUTHENTICATED, str(refusal), **{"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            )
+        user = token.user
+
+        async def auser() -> Any:
+            return user
+
+        request.user, request.auser = user, auser
+        return None
+
+
+def _csrf_failure(request: HttpRequest) -> str | None:
+    return _CsrfCheck(lambda request: None).process_view(request, None, (), {})

@@ -1,0 +1,242 @@
+"""GraphQL over WebSocket: sign-in at connection_init, and one set of rules for both subprotocols.
+
+Close codes: 4400 malformed frame, 4401 operation before the acknowledgement, 4403 no valid
+credentials (also later, when they are revoked or expire), 4406 unknown subprotocol, 4408
+no connection_init in time, 4409 an operation id already running, 4429 a second
+connection_init, 1009 a message over GRAPHQL_MAX_REQUEST_BYTES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.auth import get_user
+from django.conf import settings
+from django.utils import timezone
+from graphql import GraphQLError
+from strawberry.channels import GraphQLWSConsumer
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.unset import UNSET, UnsetType
+
+from accounts.models import ApiToken
+from accounts.sessions import session_is_current
+from accounts.tokens import TokenRefused, bearer_secret, token_authenticate, token_problem
+from catalog.errors import ErrorCode
+from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
+from graph.frames import frame_problem
+
+BAD_REQUEST = 4400
+FORBIDDEN = 4403
+MESSAGE_TOO_BIG = 1009  # RFC 6455
+NOT_SIGNED_IN = (
+    "Sign in first: a session cookie, or an API token in the connection_init payload as "
+    '{"authorization": "Bearer <token>"}.'
+)
+
+
+def _limit_error(limit: int | None) -> GraphQLError:
+    return GraphQLError(
+        f"At most {limit} operations may run at once on one connection.",
+        extensions={"code": ErrorCode.LIMIT_EXCEEDED.value},
+    )
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler):
+    """graphql-transport-ws, as Strawberry speaks it, with a coded error at the operation limit."""
+
+    async def handle_subscribe(self, message: Any) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.operations
+            and limit is not None
+            and len(self.operations) >= limit
+        ):
+            await self.send_message({"id": message["id"], "type": "error", "payload": [_limit_error(limit).formatted]})
+            return
+        await super().handle_subscribe(message)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler):
+    """The legacy graphql-ws subprotocol, held to the rules of graphql-transport-ws.
+
+    Strawberry's handler has no connection_init deadline, accepts a second connection_init,
+    replaces an operation whose id is reused, and closes with 1011 when sign-in fails.
+    """
+
+    init_received = False
+
+    async def handle(self) -> None:
+        deadline = asyncio.create_task(self._close_unless_initialised())
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+
+    async def _close_unless_initialised(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        if not self.init_received:
+            await self.websocket.close(code=4408, reason="Connection initialisation timeout")
+
+    async def handle_connection_init(self, message: Any) -> None:
+        if self.init_received:
+            await self.websocket.close(code=4429, reason="Too many initialisation requests")
+            return
+        self.init_received = True
+        self.context["connection_params"] = message.get("payload") or {}
+        try:
+            await self.view.on_ws_connect(self.context)
+        except ConnectionRejectionError as rejection:
+            # The legacy protocol's way to say why, then the same close as the modern one.
+            await self.send_message({"type": "connection_error", "payload": rejection.payload})
+            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            return
+        await self.send_message({"type": "connection_ack"})
+        self.connection_acknowledged = True
+        if self.keep_alive:
+            self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
+
+    async def handle_start(self, message: Any) -> None:
+        operation_id = message["id"]
+        if self.connection_acknowledged and operation_id in self.tasks:
+            await self.websocket.close(code=4409, reason=f"Subscriber for {operation_id} already exists")
+            return
+        limit = self.max_subscriptions_per_connection
+        if self.connection_acknowledged and limit is not None and len(self.tasks) >= limit:
+            await self.send_message({"type": "error", "id": operation_id, "payload": _limit_error(limit).formatted})
+            return
+        await super().handle_start(message)
+
+
+class GraphQLConsumer(GraphQLWSConsumer):
+    """Strawberry's Channels consumer that signs the socket in and keeps checking it may stay."""
+
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Read for each connection, not at start-up, so that it can be changed in tests.
+        self.connection_init_wait_timeout = dt.timedelta(seconds=settings.GRAPHQL_CONNECTION_INIT_TIMEOUT)
+        self.subprotocol: str | None = None
+        self._closed = False
+        self._user_pk: Any = None
+        self._token_id: int | None = None
+        self._topics: list[str] = []
+        self._expiry: asyncio.Task | None = None
+
+    async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
+        self.subprotocol = subprotocol
+        return await super().create_websocket_response(request, subprotocol)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return json.loads(data)  # already checked by frame_problem, nesting included
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self._closed:
+            return  # frames still in flight after we closed
+        limit = settings.GRAPHQL_MAX_REQUEST_BYTES
+        if text_data is None:
+            await self.close(code=BAD_REQUEST, reason="Messages must be text (JSON).")
+        elif len(text_data) > limit or len(text_data.encode()) > limit:
+            await self.close(code=MESSAGE_TOO_BIG, reason=f"A message may be at most {limit} bytes.")
+        elif problem := frame_problem(text_data, self.subprotocol):
+            await self.close(code=BAD_REQUEST, reason=problem)
+        else:
+            await super().receive(text_data=text_data)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        if not self._closed:
+            self._closed = True
+            await super().close(code=code, reason=reason)
+
+    async def disconnect(self, code: int) -> None:
+        try:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            for topic in self._topics:
+                await self.channel_layer.group_discard(topic, self.channel_name)
+        finally:
+            await super().disconnect(code)
+
+    async def dispatch(self, message: Mapping[str, Any]) -> None:
+        if message.get("type") == ACCESS_CHANGED:
+            await self._recheck_access()
+        else:
+            await super().dispatch(message)
+
+    # --- Signing in
+
+    async def on_ws_connect(self, context: dict[str, Any]) -> UnsetType:
+        authorization = _authorization(context.get("connection_params") or {}, self.scope)
+        try:
+            if authorization is not None:
+                secret = bearer_secret(authorization) if isinstance(authorization, str) else None
+                if secret is None:
+                    raise TokenRefused('The authorization must be "Bearer <token>".')
+                token = await sync_to_async(token_authenticate)(secret)
+                user = token.user
+            else:
+                token = None
+                user = await get_user(self.scope) if "session" in self.scope else None
+                if user is None or not user.is_authenticated:
+                    raise TokenRefused(NOT_SIGNED_IN)
+        except TokenRefused as refusal:
+            raise ConnectionRejectionError({"message": str(refusal)}) from None
+        self.scope["user"] = user
+        self._user_pk = user.pk
+        self._token_id = token.pk if token is not None else None
+        await self._follow_access(token)
+        return UNSET
+
+    async def _follow_access(self, token: ApiToken | None) -> None:
+        self._topics = [user_topic(self._user_pk)] + ([token_topic(token.pk)] if token is not None else [])
+        for topic in self._topics:
+            await self.channel_layer.group_add(topic, self.channel_name)
+        # Once more now that the socket listens: a revocation committed in between is not missed.
+        await self._recheck_access()
+
+    async def _recheck_access(self) -> None:
+        if self._token_id is not None:
+            token = await ApiToken.objects.select_related("user").filter(pk=self._token_id).afirst()
+            problem = token_problem(token)
+            if problem is None:
+                self._close_at(token.expires_at)
+        else:
+            session_key = self.scope["session"].session_key
+            current = await sync_to_async(session_is_current)(session_key, self._user_pk)
+            problem = None if current else "The session has ended."
+        if problem is not None:
+            await self.close(code=FORBIDDEN, reason=problem)
+
+    def _close_at(self, expires_at: dt.datetime | None) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.create_task(self._expire(expires_at)) if expires_at is not None else None
+
+    async def _expire(self, expires_at: dt.datetime) -> None:
+        # A deadline, not a poll: the token stops working at that instant and so does the socket.
+        await asyncio.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()))
+        await self.close(code=FORBIDDEN, reason="The API token has expired.")
+
+
+def _authorization(params: Mapping[str, Any], scope: Mapping[str, Any]) -> object | None:
+    """Return the credentials the client sent, in the order of preference, or None."""
+    if "authorization" in params:
+        return params["authorization"]
+    headers = params.get("headers")
+    if isinstance(headers, Mapping):
+        for name, value in headers.items():
+            if isinstance(name, str) and name.lower() == "authorization":
+                return value
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":  # non-browser clients may also set it on the handshake
+            return value.decode("latin1")
+    return None
