@@ -10,7 +10,7 @@ import strawberry
 from django.core.exceptions import PermissionDenied
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
@@ -30,7 +30,9 @@ def invalid(message: str) -> GraphQLError:
 def _is_unexpected(error: GraphQLError) -> bool:
     original = error.original_error
     return original is not None and not isinstance(
-        original, GraphQLError | InvalidOperationTypeError | PermissionDenied
+        # An operationName the document does not have: the client's mistake.
+        original,
+        GraphQLError | InvalidOperationTypeError | CannotGetOperationTypeError | PermissionDenied,
     )
 
 

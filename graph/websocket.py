@@ -49,7 +49,11 @@ def _limit_error(limit: int | None) -> GraphQLError:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws, as Strawberry speaks it, with a coded error at the operation limit."""
+    """graphql-transport-ws as Strawberry speaks it, closer to the letter of the protocol."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        # The protocol allows `"payload": null`; Strawberry would close with 4400 for it.
+        await super().handle_connection_init({**message, "payload": message.get("payload") or {}})
 
     async def handle_subscribe(self, message: Any) -> None:
         limit = self.max_subscriptions_per_connection
@@ -59,6 +63,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
             and limit is not None
             and len(self.operations) >= limit
         ):
+            # Strawberry's own answer has no error code.
             await self.send_message({"id": message["id"], "type": "error", "payload": [_limit_error(limit).formatted]})
             return
         await super().handle_subscribe(message)

@@ -194,6 +194,16 @@ async def test_a_token_signs_the_socket_in(protocol: str, form: str) -> None:
         assert await first_result(ws) == {"dataLibrary": {"windowDays": 30}}
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_null_connection_init_payload_is_an_empty_one(protocol: str) -> None:
+    secret = await sync_to_async(issue_token)("reader")
+    ws = GraphQLWebSocket(protocol, token=None, headers=[(b"authorization", f"Bearer {secret}".encode())])
+    await ws.open()
+    await ws.send({"type": "connection_init", "payload": None})
+    assert await ws.receive() == {"type": "connection_ack"}
+    await ws.communicator.disconnect()
+
+
 async def refused(protocol: str, payload: dict[str, Any], message: str, headers: Any = None) -> None:
     """Assert that connection_init with `payload` is refused: 4403, and why (legacy: connection_error)."""
     ws = GraphQLWebSocket(protocol, token=None, headers=headers)
