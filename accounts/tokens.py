@@ -78,10 +78,10 @@ def token_problem(token: ApiToken | None, now: dt.datetime | None = None) -> str
     return None
 
 
-def bearer_secret(authorization: str) -> str | None:
-    """Return the token in an `Authorization: Bearer <token>` value, or None if it is not one."""
-    scheme, _, secret = authorization.strip().partition(" ")
+def bearer_authenticate(authorization: object) -> ApiToken:
+    """Return the token of an `Authorization: Bearer <token>` value; raise TokenRefused unless usable."""
+    scheme, _, secret = str(authorization).strip().partition(" ") if isinstance(authorization, str) else ("", "", "")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret or " " in secret:
-        return None
-    return secret
+        raise TokenRefused('The authorization must be "Bearer <token>".')
+    return token_authenticate(secret)

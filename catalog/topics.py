@@ -60,8 +60,12 @@ def token_topic(token_id: int) -> str:
     return f"access.token.{int(token_id)}"
 
 
-def publish_access_changed(topic: str) -> None:
-    """Ask the sockets on `topic` to check their credentials again; call only after commit."""
+def publish_access_changed(topic: str, ended_session: str | None = None) -> None:
+    """Ask the sockets on `topic` to check their credentials again; call only after commit.
+
+    `ended_session`: the key of a session that has just signed out, which its sockets cannot
+    tell from the session store yet (Django announces the sign-out before deleting it).
+    """
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(topic, {"type": ACCESS_CHANGED})
+        async_to_sync(layer.group_send)(topic, {"type": ACCESS_CHANGED, "ended_session": ended_session})

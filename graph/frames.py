@@ -32,6 +32,8 @@ def frame_problem(text: str, subprotocol: str | None) -> str | None:
     if not isinstance(frame, dict):
         return "A message must be a JSON object."
     kind = frame.get("type")
+    if not isinstance(kind, str):
+        return "A message must have a string type."
     if subprotocol in _TYPES and kind not in _TYPES[subprotocol]:
         return f"Unknown message type: {json.dumps(kind)[:40]}."
     payload = frame.get("payload")

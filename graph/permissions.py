@@ -15,8 +15,8 @@ CHANGE_SOURCE = "catalog.change_source"
 DELETE_SOURCE = "catalog.delete_source"
 
 # ModelBackend caches a user's permissions on the user object; a socket keeps its user for
-# hours, so each check there reads them afresh (a permission taken away applies to the
-# next operation).
+# hours, so each check there reads the user and its permissions afresh (a permission taken
+# away, or a superuser demoted, applies to the next operation).
 _PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
 
 
@@ -37,7 +37,8 @@ class MissingPermission(PermissionDenied):
 def require(info: Info, permission: str) -> None:
     """Raise MissingPermission unless the user has `permission` (sync resolvers)."""
     user = current_user(info)
-    if over_websocket(info):
+    if over_websocket(info) and user.is_authenticated:
+        user.refresh_from_db(fields=["is_active", "is_superuser"])
         for cache in _PERMISSION_CACHES:
             user.__dict__.pop(cache, None)
     if not user.has_perm(permission):

@@ -15,7 +15,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from strawberry.django.views import AsyncGraphQLView
 
-from accounts.tokens import TokenRefused, bearer_secret, token_authenticate
+from accounts.tokens import TokenRefused, bearer_authenticate
 from catalog.errors import ErrorCode
 
 
@@ -80,11 +80,8 @@ class GraphQLView(AsyncGraphQLView):
         return None
 
     async def _sign_in_with_token(self, request: HttpRequest, authorization: str) -> HttpResponseBase | None:
-        secret = bearer_secret(authorization)
         try:
-            if secret is None:
-                raise TokenRefused('The Authorization header must be "Bearer <token>".')
-            token = await sync_to_async(token_authenticate)(secret)
+            token = await sync_to_async(bearer_authenticate)(authorization)
         except TokenRefused as refusal:
             return error_response(
                 401, ErrorCode.UNAUTHENTICATED, str(refusal), **{"WWW-Authenticate": 'Bearer error="invalid_token"'}

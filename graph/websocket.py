@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,11 +27,14 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.types.unset import UNSET, UnsetType
 
 from accounts.models import ApiToken
-from accounts.sessions import session_is_current
-from accounts.tokens import TokenRefused, bearer_secret, token_authenticate, token_problem
+from accounts.sessions import session_user
+from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode
 from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
 from graph.frames import frame_problem
+from graph.permissions import VIEW_SOURCE
+
+logger = logging.getLogger(__name__)
 
 BAD_REQUEST = 4400
 FORBIDDEN = 4403
@@ -134,8 +138,10 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self._closed = False
         self._user_pk: Any = None
         self._token_id: int | None = None
+        self._could_view = False
         self._topics: list[str] = []
         self._expiry: asyncio.Task | None = None
+        self._backstop: asyncio.Task | None = None
 
     async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
         self.subprotocol = subprotocol
@@ -164,29 +170,27 @@ class GraphQLConsumer(GraphQLWSConsumer):
 
     async def disconnect(self, code: int) -> None:
         try:
-            if self._expiry is not None:
-                self._expiry.cancel()
+            await super().disconnect(code)  # waits for the handler: sign-in has finished by then
+        finally:
+            for task in (self._expiry, self._backstop):
+                if task is not None:
+                    task.cancel()
             for topic in self._topics:
                 await self.channel_layer.group_discard(topic, self.channel_name)
-        finally:
-            await super().disconnect(code)
 
     async def dispatch(self, message: Mapping[str, Any]) -> None:
         if message.get("type") == ACCESS_CHANGED:
-            await self._recheck_access()
+            await self._close_unless_allowed(message.get("ended_session"))
         else:
             await super().dispatch(message)
 
-    # --- Signing in
+    # --- Signing in, and staying signed in
 
     async def on_ws_connect(self, context: dict[str, Any]) -> UnsetType:
         authorization = _authorization(context.get("connection_params") or {}, self.scope)
         try:
             if authorization is not None:
-                secret = bearer_secret(authorization) if isinstance(authorization, str) else None
-                if secret is None:
-                    raise TokenRefused('The authorization must be "Bearer <token>".')
-                token = await sync_to_async(token_authenticate)(secret)
+                token = await sync_to_async(bearer_authenticate)(authorization)
                 user = token.user
             else:
                 token = None
@@ -198,28 +202,48 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self.scope["user"] = user
         self._user_pk = user.pk
         self._token_id = token.pk if token is not None else None
-        await self._follow_access(token)
-        return UNSET
-
-    async def _follow_access(self, token: ApiToken | None) -> None:
-        self._topics = [user_topic(self._user_pk)] + ([token_topic(token.pk)] if token is not None else [])
+        self._could_view = await sync_to_async(user.has_perm)(VIEW_SOURCE)
+        self._topics = [user_topic(user.pk)] + ([token_topic(token.pk)] if token is not None else [])
         for topic in self._topics:
             await self.channel_layer.group_add(topic, self.channel_name)
         # Once more now that the socket listens: a revocation committed in between is not missed.
-        await self._recheck_access()
+        if problem := await self._access_problem():
+            raise ConnectionRejectionError({"message": problem})
+        self._backstop = asyncio.create_task(self._recheck_every(settings.ACCESS_RECHECK_SECONDS))
+        return UNSET
 
-    async def _recheck_access(self) -> None:
+    async def _close_unless_allowed(self, ended_session: str | None = None) -> None:
+        if problem := await self._access_problem(ended_session):
+            await self.close(code=FORBIDDEN, reason=problem)
+
+    async def _access_problem(self, ended_session: str | None = None) -> str | None:
+        """Return why the socket may no longer stay open, or None; keep its user up to date."""
         if self._token_id is not None:
             token = await ApiToken.objects.select_related("user").filter(pk=self._token_id).afirst()
-            problem = token_problem(token)
-            if problem is None:
-                self._close_at(token.expires_at)
+            if problem := token_problem(token):
+                return problem
+            self._close_at(token.expires_at)
+            user = token.user
         else:
             session_key = self.scope["session"].session_key
-            current = await sync_to_async(session_is_current)(session_key, self._user_pk)
-            problem = None if current else "The session has ended."
-        if problem is not None:
-            await self.close(code=FORBIDDEN, reason=problem)
+            ended = ended_session == session_key  # announced before the store forgets it
+            user = None if ended else await sync_to_async(session_user)(session_key, self._user_pk)
+            if user is None:
+                return "The session has ended."
+        if self._could_view and not await sync_to_async(user.has_perm)(VIEW_SOURCE):
+            # Its running subscriptions would go on streaming what it may no longer read.
+            return f"Missing permission {VIEW_SOURCE}."
+        self.scope["user"] = user  # demoted or promoted: the next operation sees it
+        return None
+
+    async def _recheck_every(self, seconds: float) -> None:
+        # A backstop for changes that announce nothing: queryset updates, a lost message.
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self._close_unless_allowed()
+            except Exception:  # the database is away: try again next time, keep serving
+                logger.warning("Could not check a socket's credentials again", exc_info=True)
 
     def _close_at(self, expires_at: dt.datetime | None) -> None:
         if self._expiry is not None:

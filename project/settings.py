@@ -171,6 +171,9 @@ GRAPHQL_MAX_DEPTH = int(os.environ.get("GRAPHQL_MAX_DEPTH", "10"))
 GRAPHQL_MAX_ALIASES = int(os.environ.get("GRAPHQL_MAX_ALIASES", "30"))
 GRAPHQL_MAX_TOKENS = int(os.environ.get("GRAPHQL_MAX_TOKENS", "2000"))
 GRAPHQL_MAX_OPERATIONS_PER_CONNECTION = int(os.environ.get("GRAPHQL_MAX_OPERATIONS_PER_CONNECTION", "50"))
+# Seconds between a socket's own checks that its credentials still hold; revocations,
+# deactivations and sign-outs reach it at once anyway, this catches what announces nothing.
+ACCESS_RECHECK_SECONDS = float(os.environ.get("ACCESS_RECHECK_SECONDS", "60"))
 # Seconds a new socket has to send connection_init before it is closed with 4408.
 GRAPHQL_CONNECTION_INIT_TIMEOUT = float(os.environ.get("GRAPHQL_CONNECTION_INIT_TIMEOUT", "10"))
 # GraphiQL and code generators need introspection; turn it off to hide the schema.

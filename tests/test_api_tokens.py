@@ -44,7 +44,8 @@ def test_the_command_sets_the_expiry() -> None:
     ("args", "message"),
     [
         (["nobody"], "There is no user 'nobody'."),
-        (["integrator", "--expires-in-days", "0"], "--expires-in-days must be at least 1."),
+        (["integrator", "--expires-in-days", "0"], "--expires-in-days must be from 1 to 3650."),
+        (["integrator", "--expires-in-days", "99999999"], "--expires-in-days must be from 1 to 3650."),
         (["integrator", "--name", " "], "--name must be 1 to 100 characters."),
     ],
 )

@@ -11,11 +11,13 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from accounts.models import ApiToken
-from accounts.tokens import token_create, token_revoke
-from catalog.models import SourceEvent
+from accounts.tokens import bearer_authenticate, token_create, token_revoke
+from catalog import services
+from catalog.models import Source, SourceEvent
+from catalog.topics import token_topic, user_topic
 from tests.conftest import graphql
 from tests.identities import PASSWORD, issue_token, make_user
-from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket
+from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket, group_size
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -131,8 +133,8 @@ def _of_an_inactive_user() -> str:
 
 
 BAD_BEARERS = [
-    pytest.param(lambda: "Token abc", 'The Authorization header must be "Bearer <token>".', id="other-scheme"),
-    pytest.param(lambda: "Bearer", 'The Authorization header must be "Bearer <token>".', id="no-token"),
+    pytest.param(lambda: "Token abc", 'The authorization must be "Bearer <token>".', id="other-scheme"),
+    pytest.param(lambda: "Bearer", 'The authorization must be "Bearer <token>".', id="no-token"),
     pytest.param(lambda: "Bearer cat_unknown", "The API token is not valid.", id="unknown"),
     pytest.param(lambda: "Bearer " + "x" * 5000, "The API token is not valid.", id="huge"),
     pytest.param(lambda: f"Bearer {_expired()}", "The API token has expired.", id="expired"),
@@ -230,7 +232,6 @@ async def test_a_socket_without_credentials_is_closed_with_4403(protocol: str) -
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_socket_with_a_bad_token_is_closed_with_4403(protocol: str, authorization: Any, message: str) -> None:
     header = await sync_to_async(authorization)()
-    message = message.replace("Authorization header", "authorization")
     await refused(protocol, {"authorization": header}, message)
 
 
@@ -345,3 +346,82 @@ async def test_a_mutation_over_a_session_socket_is_made_by_the_sessions_user(pro
         operation = await ws.subscribe(ADD, {"input": NEW_SOURCE})
         assert (await ws.next_data(operation))["addSource"]["createdBy"] == user.username
     assert await SourceEvent.objects.values_list("actor", flat=True).aget() == user.username
+
+
+# --- What the socket keeps checking
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_revocation_between_sign_in_and_listening_is_not_missed(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graph import websocket
+
+    def authenticate_then_revoke(authorization: object) -> ApiToken:
+        token = bearer_authenticate(authorization)
+        token_revoke(token=token)  # committed before the socket has joined its token's topic
+        return token
+
+    monkeypatch.setattr(websocket, "bearer_authenticate", authenticate_then_revoke)
+    secret = await sync_to_async(issue_token)("reader")
+    await refused(protocol, {"authorization": f"Bearer {secret}"}, "The API token has been revoked.")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_closed_socket_leaves_its_access_topics(protocol: str) -> None:
+    issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
+    topics = [user_topic(issued.token.user_id), token_topic(issued.token.pk)]
+    async with GraphQLWebSocket(protocol, token=issued.secret):
+        assert [await group_size(topic) for topic in topics] == [1, 1]
+    assert [await group_size(topic) for topic in topics] == [0, 0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_password_change_closes_the_sockets_of_the_users_sessions(protocol: str) -> None:
+    headers, user = await session_cookie()
+    async with GraphQLWebSocket(protocol, token=None, headers=headers) as ws:
+        assert await first_result(ws) == {"dataLibrary": {"windowDays": 30}}
+        user.set_password("another password entirely")
+        await user.asave()
+        assert await ws.closed_with() == (4403, "The session has ended.")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_losing_the_view_permission_closes_the_socket_with_4403(protocol: str) -> None:
+    issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
+    ws = await open_with_token(protocol, issued.secret)
+    await sync_to_async(issued.token.user.groups.clear)()
+    assert await ws.closed_with() == (4403, "Missing permission catalog.view_source.")
+    await ws.communicator.disconnect()
+
+
+async def test_a_demoted_superuser_loses_the_permission_for_the_next_operation_on_the_same_socket() -> None:
+    user = await sync_to_async(make_user)("editor")
+    user.is_superuser = True
+    await user.asave()
+    issued = await sync_to_async(token_create)(user=user, name="t")
+    source = await sync_to_async(services.source_create)(
+        actor="setup", created_by="setup", country="France", data_vendor="V", panel="P", data_type="D"
+    )
+    delete = "mutation($id: ID!) { deleteSource(id: $id) { __typename ... on OperationInfo { messages { code } } } }"
+    async with GraphQLWebSocket(TRANSPORT_WS, token=issued.secret) as ws:
+        user.is_superuser = False
+        await user.asave()
+        operation = await ws.subscribe(delete, {"id": str(source.pk)})
+        assert await ws.next_data(operation) == {
+            "deleteSource": {"__typename": "OperationInfo", "messages": [{"code": "permission_denied"}]}
+        }
+    assert await Source.objects.filter(pk=source.pk).aexists()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_revocation_that_announces_nothing_is_caught_by_the_sockets_own_check(
+    protocol: str, settings: Any
+) -> None:
+    settings.ACCESS_RECHECK_SECONDS = 0.2
+    issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
+    ws = await open_with_token(protocol, issued.secret)
+    # A queryset update sends no signal, so nothing tells the socket.
+    await ApiToken.objects.filter(pk=issued.token.pk).aupdate(revoked_at=dt.datetime.now(dt.UTC))
+    assert await ws.closed_with() == (4403, "The API token has been revoked.")
+    await ws.communicator.disconnect()

@@ -159,7 +159,7 @@ def csrf_failed(reason: str) -> list[tuple[str, str]]:
 
 
 CONTENT_LENGTH = "The Content-Length header is not a number."
-NOT_BEARER = 'The Authorization header must be "Bearer <token>".'
+NOT_BEARER = 'The authorization must be "Bearer <token>".'
 EVIL = "https://evil.example"
 GET_DEACTIVATE = Http({"query": DEACTIVATE, "variables": '{"id": "<source>"}'}, "get")
 NOT_JSON = invalid("Unable to parse request body as JSON")
@@ -352,6 +352,7 @@ ALIASES_IN_SUBSCRIPTION = "subscription { sourceEvents { %s } }" % " ".join(f"a{
 NOT_AN_INPUT = "Variable '$input' has invalid value: Expected value of type 'SourceInput' to be an object, found: 'x'."
 NOT_IDS = 'subscription { sourceEvents(ids: ["nope"]) { kind } }'
 HANDSHAKE = ((b"authorization", b"Bearer cat_x"),)
+NO_TYPE = "A message must have a string type."
 
 WS_CASES = cases(
     ("binary-frame", Ws((FRAME.encode(),), bad("Messages must be text (JSON)."))),
@@ -360,7 +361,9 @@ WS_CASES = cases(
     ("json-array", Ws((f"[{FRAME}]",), bad(NOT_OBJECT))),
     ("json-null", Ws(("null",), bad(NOT_OBJECT))),
     ("unknown-type", Ws(({"type": "mutation", "payload": ADD_IT},), bad('Unknown message type: "mutation".'))),
-    ("no-type", Ws(({"id": "1", "payload": ADD_IT},), bad("Unknown message type: null."))),
+    ("no-type", Ws(({"id": "1", "payload": ADD_IT},), bad(NO_TYPE))),
+    ("type-a-list", Ws(({"type": ["<start>"], "id": "1", "payload": ADD_IT},), bad(NO_TYPE))),
+    ("type-an-object", Ws(({"type": {"<start>": 1}, "id": "1", "payload": ADD_IT},), bad(NO_TYPE))),
     ("other-subprotocols-start", Ws((OTHER_START,), bad('Unknown message type: "<other>".'))),
     ("payload-a-string", Ws((start(ADD),), bad(BAD_START))),
     ("no-payload", Ws(({"type": "<start>", "id": "1"},), bad(BAD_START))),

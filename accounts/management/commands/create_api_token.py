@@ -10,6 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.tokens import token_create
 
+MAX_DAYS = 3650  # ten years; far enough for "never" to be the honest choice beyond it
+
 
 class Command(BaseCommand):
     help = "Issue an API token for a user and print it; it is shown this once only."
@@ -25,8 +27,8 @@ class Command(BaseCommand):
             raise CommandError(f"There is no user {username!r}.")
         if not user.is_active:
             raise CommandError(f"The user {username!r} is inactive.")
-        if expires_in_days is not None and expires_in_days < 1:
-            raise CommandError("--expires-in-days must be at least 1.")
+        if expires_in_days is not None and not 1 <= expires_in_days <= MAX_DAYS:
+            raise CommandError(f"--expires-in-days must be from 1 to {MAX_DAYS}.")
         name = name.strip()
         if not name or len(name) > 100:
             raise CommandError("--name must be 1 to 100 characters.")
