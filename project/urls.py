@@ -7,6 +7,7 @@ from django.urls import path
 
 from graph.schema import schema
 from graph.views import GraphQLView
+from project.health import healthz, readyz
 
 graphql_view = GraphQLView.as_view(schema=schema)
 
@@ -14,4 +15,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("graphql", graphql_view),
     path("graphql/", graphql_view),
+    path("healthz", healthz),
+    path("readyz", readyz),
 ]

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,14 +16,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportConnectionFailed, TransportError
 from gql.transport.websockets import WebsocketsTransport
 
-ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.processes import ROOT, free_port, listening, server_env
 
 
 @dataclass(frozen=True)
@@ -40,25 +30,9 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Start scripts/serve on a free port with a fresh SQLite file, and issue a token as an integrator would."""
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG"}
-    }
-    env |= {"PYTHON": sys.executable, "PORT": str(port), "SQLITE_PATH": str(tmp_path_factory.mktemp("run") / "db")}
+    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(tmp_path_factory.mktemp("run") / "db"))
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([str(ROOT / "scripts" / "serve")], env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:  # the server is up when its port accepts a connection
-            assert process.poll() is None, f"scripts/serve exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no answer on port {port}:\n{log.read_text()}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
         issued = subprocess.run(
             [sys.executable, "manage.py", "create_api_token", "demo", "--name", "tests"],
             env=env | {"DJANGO_DEBUG": "1"},
@@ -68,9 +42,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             check=True,
         )
         yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip(), log=log)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def post(server: Server, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,66 @@
+"""Probes for load balancers: /healthz (the process answers) and /readyz (it can serve)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+# A probe must answer quickly even when a service drops packets instead of refusing them.
+CHECK_TIMEOUT = 3.0
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Answer 200 while the process serves requests at all; it touches no other service."""
+    return JsonResponse({"status": "ok"})
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Answer 200 when the database and the channel layer answer, else 503 naming what does not."""
+    results = await asyncio.gather(*(_check(name, check) for name, check in CHECKS.items()))
+    checks = dict(zip(CHECKS, results, strict=True))
+    failing = [name for name, result in checks.items() if result != "ok"]
+    body = {"status": "unavailable" if failing else "ready", "failing": failing, "checks": checks}
+    return JsonResponse(body, status=503 if failing else 200)
+
+
+async def _check(name: str, check: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT:g} s"
+    except Exception as error:  # any failure means "not ready"; the probe names it
+        logger.warning("Readiness check %s failed", name, exc_info=True)
+        return f"unreachable ({type(error).__name__})"
+    return "ok"
+
+
+def _select_one() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    finally:
+        # The probe's thread is not a request's: give the connection back rather than keep it.
+        connection.close()
+
+
+async def _database() -> None:
+    await sync_to_async(_select_one, thread_sensitive=False)()
+
+
+async def _channel_layer() -> None:
+    layer = get_channel_layer()
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return  # in this process's memory: there is nothing to reach
+    for index in range(layer.ring_size):  # channels-redis: every shard must answer
+        await layer.connection(index).ping()
+
+
+CHECKS: dict[str, Callable[[], Awaitable[None]]] = {"database": _database, "channel_layer": _channel_layer}
