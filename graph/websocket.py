@@ -213,7 +213,12 @@ class GraphQLConsumer(GraphQLWSConsumer):
         return UNSET
 
     async def _close_unless_allowed(self, ended_session: str | None = None) -> None:
-        if problem := await self._access_problem(ended_session):
+        try:
+            problem = await self._access_problem(ended_session)
+        except Exception:  # the database is away: keep serving, the next check will tell
+            logger.warning("Could not check a socket's credentials again", exc_info=True)
+            return
+        if problem is not None:
             await self.close(code=FORBIDDEN, reason=problem)
 
     async def _access_problem(self, ended_session: str | None = None) -> str | None:
@@ -240,10 +245,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         # A backstop for changes that announce nothing: queryset updates, a lost message.
         while True:
             await asyncio.sleep(seconds)
-            try:
-                await self._close_unless_allowed()
-            except Exception:  # the database is away: try again next time, keep serving
-                logger.warning("Could not check a socket's credentials again", exc_info=True)
+            await self._close_unless_allowed()
 
     def _close_at(self, expires_at: dt.datetime | None) -> None:
         if self._expiry is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Any
@@ -17,7 +18,7 @@ from catalog.models import Source, SourceEvent
 from catalog.topics import token_topic, user_topic
 from tests.conftest import graphql
 from tests.identities import PASSWORD, issue_token, make_user
-from tests.wsclient import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket, group_size
+from tests.wsclient import LEGACY_WS, PROTOCOLS, RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket, group_size
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -424,4 +425,26 @@ async def test_a_revocation_that_announces_nothing_is_caught_by_the_sockets_own_
     # A queryset update sends no signal, so nothing tells the socket.
     await ApiToken.objects.filter(pk=issued.token.pk).aupdate(revoked_at=dt.datetime.now(dt.UTC))
     assert await ws.closed_with() == (4403, "The API token has been revoked.")
+    await ws.communicator.disconnect()
+
+
+async def test_a_check_that_cannot_reach_the_database_keeps_the_socket_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import OperationalError
+
+    from graph.websocket import GraphQLConsumer
+
+    issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
+    ws = await open_with_token(TRANSPORT_WS, issued.secret)
+    checked = asyncio.Event()
+
+    async def unreachable(self: GraphQLConsumer, ended_session: str | None = None) -> str | None:
+        checked.set()
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(GraphQLConsumer, "_access_problem", unreachable)
+    user = issued.token.user
+    user.first_name = "Changed"
+    await user.asave()  # announces a change: the socket checks again, and cannot
+    await asyncio.wait_for(checked.wait(), RECEIVE_TIMEOUT)
+    assert await first_result(ws) == {"dataLibrary": {"windowDays": 30}}
     await ws.communicator.disconnect()
