@@ -252,21 +252,21 @@ async def open_with_token(protocol: str, secret: str) -> GraphQLWebSocket:
     return ws
 
 
+@pytest.mark.parametrize(
+    ("end", "reason"),
+    [
+        pytest.param(
+            sync_to_async(lambda token: token_revoke(token=token)), "The API token has been revoked.", id="revoked"
+        ),
+        pytest.param(lambda token: token.adelete(), "The API token is not valid.", id="deleted"),
+    ],
+)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_revoking_the_token_closes_its_open_socket_with_4403(protocol: str) -> None:
+async def test_ending_the_token_closes_its_open_socket_with_4403(protocol: str, end: Any, reason: str) -> None:
     issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
     ws = await open_with_token(protocol, issued.secret)
-    await sync_to_async(token_revoke)(token=issued.token)
-    assert await ws.closed_with() == (4403, "The API token has been revoked.")
-    await ws.communicator.disconnect()
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_deleting_the_token_closes_its_open_socket_with_4403(protocol: str) -> None:
-    issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
-    ws = await open_with_token(protocol, issued.secret)
-    await issued.token.adelete()
-    assert await ws.closed_with() == (4403, "The API token is not valid.")
+    await end(issued.token)
+    assert await ws.closed_with() == (4403, reason)
     await ws.communicator.disconnect()
 
 
