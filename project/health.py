@@ -7,7 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
+import redis.asyncio
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
@@ -59,8 +61,15 @@ async def _channel_layer() -> None:
     layer = get_channel_layer()
     if layer is None or isinstance(layer, InMemoryChannelLayer):
         return  # in this process's memory: there is nothing to reach
-    for index in range(layer.ring_size):  # channels-redis: every shard must answer
-        await layer.connection(index).ping()
+    # Every Redis the layer shards over must answer. Asked over a connection of the probe's
+    # own: both channels-redis layers (core and pub/sub) read these hosts, and neither
+    # offers one public way to reach its shards.
+    for host in settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]:
+        client = redis.asyncio.Redis.from_url(host["address"], socket_timeout=CHECK_TIMEOUT)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
 
 
 CHECKS: dict[str, Callable[[], Awaitable[None]]] = {"database": _database, "channel_layer": _channel_layer}

@@ -110,14 +110,22 @@ else:
 
 # --- Channel layer: in-memory for one process, channels-redis when REDIS_URL is set.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+# Which channels-redis layer carries the topics: "core" (a sorted set per channel) or
+# "pubsub" (Redis PUBLISH/SUBSCRIBE). Measured by benchmarks/fanout.py; see the README.
+REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "core")
+# redis-py 8 times a read out after 5 s by default, exactly the time channels-redis blocks
+# waiting for a message: an idle subscriber's consumer would die of it.
+REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 30}]
+if REDIS_URL and REDIS_CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": REDIS_HOSTS}}
+    }
+elif REDIS_URL and REDIS_CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                # redis-py 8 times a read out after 5 s by default, exactly the time channels-redis
-                # blocks waiting for a message: an idle subscriber's consumer would die of it.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "hosts": REDIS_HOSTS,
                 # A subscriber's channel holds this many undelivered messages before
                 # channels-redis starts dropping them silently; a burst of changes must fit.
                 "capacity": 5000,
@@ -129,6 +137,8 @@ if REDIS_URL:
             },
         }
     }
+elif REDIS_URL:
+    raise ImproperlyConfigured(f"REDIS_CHANNEL_LAYER must be 'core' or 'pubsub', not {REDIS_CHANNEL_LAYER!r}.")
 else:
     CHANNEL_LAYERS = {
         "default": {
