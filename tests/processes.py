@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60
+STOP_TIMEOUT = 30
 # Settings of the test process that a started server must not inherit: it gets its own.
 _OWN = {"DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE"}
 
@@ -44,5 +45,10 @@ def listening(command: Sequence[str], port: int, env: dict[str, str], log: Path)
                 time.sleep(0.1)  # polling the condition above, with a deadline
         yield process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        process.terminate()  # project.serve drains for up to SHUTDOWN_GRACE_SECONDS (10) first
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{command[0]} ignored SIGTERM for {STOP_TIMEOUT} s:\n{log.read_text()}") from None
