@@ -21,6 +21,9 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     CSRF_FAILED = "csrf_failed"
     LIMIT_EXCEEDED = "limit_exceeded"
+    # The database cannot be reached (or the connection to it broke): the client may send the
+    # same request again shortly.
+    UNAVAILABLE = "unavailable"
 
 
 # Django's own validation codes, folded into the few this API documents.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.contrib.auth.models import AnonymousUser
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from catalog.actors import acting_as
@@ -30,7 +32,12 @@ class ActorMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         # The user is resolved lazily; reading it here must not block the event loop.
-        user = await request.auser()
+        try:
+            user = await request.auser()
+        except OperationalError:
+            # The session cannot be read: the view meets the same error and answers for it
+            # (GraphQL: `unavailable`); Django's 500 page from here would say nothing.
+            user = AnonymousUser()
         with acting_as(user.get_username() if user.is_authenticated else None):
             return await self.get_response(request)
 

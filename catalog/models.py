@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import ProhibitNullCharactersValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 TEXT_LENGTH = 255
@@ -149,6 +149,8 @@ class SourceEvent(models.Model):
     """One committed change to a source, with the source as that change left it."""
 
     id = models.BigAutoField(primary_key=True)
+    # The change's place in commit order, across every process: see next_sequence().
+    sequence = models.BigIntegerField(unique=True)
     # Not a foreign key: the log outlives the sources it describes.
     source_id = models.UUIDField(db_index=True)
     kind = models.CharField(max_length=11, choices=SourceEventKind.choices)
@@ -159,7 +161,7 @@ class SourceEvent(models.Model):
     snapshot = models.JSONField(encoder=SnapshotEncoder, null=True, blank=True)
 
     class Meta:
-        ordering = ("id",)
+        ordering = ("sequence",)
         constraints = (
             # Each version of a source is produced by exactly one change.
             models.UniqueConstraint(fields=("source_id", "version"), name="one_event_per_version"),
@@ -170,12 +172,52 @@ class SourceEvent(models.Model):
 
     @property
     def cursor(self) -> str:
-        # Fixed-width hex of the sequence number: opaque, and sorts as a string.
-        return f"{self.id:016x}"
+        # Fixed-width hex of the commit-order number: opaque, and sorts as a string.
+        return f"{self.sequence:016x}"
 
     @property
     def source(self) -> Source | None:
         return source_from_snapshot(self.snapshot) if self.snapshot is not None else None
+
+
+class EventSequence(models.Model):
+    """One row: the sequence number of the last change written to the log.
+
+    Ids come from a database sequence, handed out when a row is inserted, so two writers can
+    commit in the opposite order of their ids. This counter is incremented inside each
+    change's transaction instead: its row stays locked until that transaction ends, so
+    numbers are handed out in commit order and a committed number means every smaller one
+    has committed or rolled back. Subscribers rely on that to deliver in commit order and to
+    fill any gap in what the channel layer brought them from the log.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"last change: {self.last}"
+
+
+def next_sequence() -> int:
+    """Return the next change's sequence number; call inside the transaction that logs it."""
+    table = connection.ops.quote_name(EventSequence._meta.db_table)
+    # Raw SQL for UPDATE ... RETURNING (PostgreSQL, and SQLite since 3.35), which Django's
+    # update() lacks: one statement both takes the row lock and reads the new number.
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET last = last + 1 WHERE id = 1 RETURNING last")  # noqa: S608
+        row = cursor.fetchone()
+    if row is not None:
+        return row[0]
+    # The row is gone (a flushed database): start after the log. Concurrent writers insert
+    # once; PostgreSQL makes the others wait for that insert's commit, then they increment.
+    start = SourceEvent.objects.aggregate(last=models.Max("sequence"))["last"] or 0
+    EventSequence.objects.bulk_create([EventSequence(id=1, last=start)], ignore_conflicts=True)
+    return next_sequence()
+
+
+def last_sequence() -> int:
+    """Return the sequence number of the last committed change (0 before the first)."""
+    return EventSequence.objects.filter(id=1).values_list("last", flat=True).first() or 0
 
 
 _SNAPSHOT_FIELDS = tuple(f for f in Source._meta.concrete_fields)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from django.db import transaction
@@ -10,7 +9,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import Signal, receiver
 
 from catalog.actors import current_actor
-from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus, source_snapshot
+from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus, next_sequence, source_snapshot
 from catalog.topics import publish_source_event
 
 # Sent by the transitions in catalog.services, which change a row with a guarded
@@ -57,14 +56,24 @@ def _kind_of_save(source: Source) -> SourceEventKind:
 
 def _record(source: Source, kind: SourceEventKind) -> None:
     deleted = kind == SourceEventKind.DELETED
-    event = SourceEvent.objects.create(
-        source_id=source.pk,
-        kind=kind,
-        # A deletion is one more change of the source.
-        version=source.version + 1 if deleted else source.version,
-        actor=current_actor(),
-        snapshot=None if deleted else source_snapshot(source),
-    )
-    # After commit only: a rolled-back change must publish nothing. robust: the change is
-    # committed whatever happens to the channel layer, so a publish failure is logged, not raised.
-    transaction.on_commit(functools.partial(publish_source_event, event), robust=True)
+    # Atomic, even for plain ORM code in autocommit mode: the sequence number must commit
+    # with its event, or a subscriber could take a number that commits later as a gap.
+    with transaction.atomic():
+        event = SourceEvent.objects.create(
+            sequence=next_sequence(),
+            source_id=source.pk,
+            kind=kind,
+            # A deletion is one more change of the source.
+            version=source.version + 1 if deleted else source.version,
+            actor=current_actor(),
+            snapshot=None if deleted else source_snapshot(source),
+        )
+
+        # After commit only: a rolled-back change must publish nothing. robust: the change is
+        # committed whatever happens to the channel layer, so a publish failure is logged, not
+        # raised (subscribers then find the change in the log: see graph.subscriptions).
+        # A function, not functools.partial: Django names the failed callback by __qualname__.
+        def publish() -> None:
+            publish_source_event(event)
+
+        transaction.on_commit(publish, robust=True)

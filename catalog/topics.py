@@ -29,6 +29,7 @@ def source_changed_message(event: SourceEvent, message_type: str = SOURCE_CHANGE
     return {
         "type": message_type,
         "event_id": event.id,
+        "sequence": event.sequence,
         "source_id": str(event.source_id),
         "kind": event.kind,
         "version": event.version,

@@ -6,8 +6,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
 import strawberry
 from django.core.exceptions import PermissionDenied
+from django.db import OperationalError
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -20,6 +22,11 @@ from catalog.errors import ErrorCode
 logger = logging.getLogger(__name__)
 
 INTERNAL = "internal"
+UNAVAILABLE_MESSAGE = "The database is unreachable; try again shortly."
+# Besides SQLSTATE class 08 (connection exception): a server shutting down, crashed, starting up,
+# or at its connection limit. Other OperationalErrors (a deadlock, a statement or lock timeout)
+# come from a database that answers: faults to look into, reported as `internal`.
+_SERVER_AWAY = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 
 def invalid(message: str) -> GraphQLError:
@@ -27,12 +34,30 @@ def invalid(message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": ErrorCode.INVALID.value})
 
 
+def database_unreachable(error: BaseException | None) -> bool:
+    """Return whether `error` says that the database cannot be reached or the connection broke.
+
+    psycopg 3 reports a connection it could not open, or lost, as an OperationalError without
+    SQLSTATE (Django wraps it in its own OperationalError); its InterfaceError means a misuse
+    (a closed cursor), a fault like any other.
+    """
+    if isinstance(error, OperationalError):  # Django's wrapper around the driver's error
+        error = error.__cause__
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    return error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _SERVER_AWAY
+
+
 def _is_unexpected(error: GraphQLError) -> bool:
     original = error.original_error
-    return original is not None and not isinstance(
-        # An operationName the document does not have: the client's mistake.
-        original,
-        GraphQLError | InvalidOperationTypeError | CannotGetOperationTypeError | PermissionDenied,
+    return (
+        original is not None
+        and not database_unreachable(original)
+        and not isinstance(
+            # An operationName the document does not have: the client's mistake.
+            original,
+            GraphQLError | InvalidOperationTypeError | CannotGetOperationTypeError | PermissionDenied,
+        )
     )
 
 
@@ -41,7 +66,10 @@ class ErrorCodes(MaskErrors):
 
     Request errors (syntax, validation, values that do not fit their type, the limits on
     depth, aliases and tokens) get `invalid`; a missing permission gets `permission_denied`
-    and names the permission;
+    and names the permission; a database that cannot be reached gets `unavailable` (from any
+    resolver or subscription, mutations included: strawberry-django turns only validation,
+    permission and not-found errors into an OperationInfo), without the driver's text, which
+    names hosts and ports;
     an exception nobody raised on purpose is logged with its traceback here and reaches the
     client only as "Unexpected error." with code `internal`.
     """
@@ -63,6 +91,10 @@ class ErrorCodes(MaskErrors):
 
 
 def _explained(error: GraphQLError) -> GraphQLError:
+    if database_unreachable(error.original_error):
+        return GraphQLError(
+            UNAVAILABLE_MESSAGE, error.nodes, path=error.path, extensions={"code": ErrorCode.UNAVAILABLE.value}
+        )
     if isinstance(error.original_error, PermissionDenied):
         extensions = {"code": ErrorCode.PERMISSION_DENIED.value}
         if permission := getattr(error.original_error, "permission", None):
@@ -91,5 +123,9 @@ class Schema(strawberry.Schema):
         # Bad documents and bad input are answered with a clear error; logging each with a
         # traceback would bury the real faults.
         for error in errors:
-            if _is_unexpected(error):
+            if database_unreachable(error.original_error):
+                # An outage, not a fault in the code: one line each, no traceback.
+                reason = " ".join(str(error.original_error).split())
+                logger.warning("Database unreachable in %s: %s", error.path, reason)
+            elif _is_unexpected(error):
                 logger.error("Unexpected error in %s", error.path, exc_info=error.original_error)

@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from cross_web import HTTPException
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.decorators import method_decorator
@@ -17,6 +18,7 @@ from strawberry.django.views import AsyncGraphQLView
 
 from accounts.tokens import TokenRefused, bearer_authenticate
 from catalog.errors import ErrorCode
+from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -40,7 +42,14 @@ class GraphQLView(AsyncGraphQLView):
     """Strawberry's view, signing requests in with a bearer token or the session."""
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        refusal = await self._refusal(request)
+        try:
+            refusal = await self._refusal(request)
+        except OperationalError as error:  # who is asking (token, session) is in the database
+            if not database_unreachable(error):
+                raise
+            # Refused before GraphQL runs, like a bad token (401): a real status, here that of
+            # a service that will be back, with when to try again.
+            return error_response(503, ErrorCode.UNAVAILABLE, UNAVAILABLE_MESSAGE, **{"Retry-After": "5"})
         if refusal is not None:
             return refusal
         try:

@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.auth import get_user
 from django.conf import settings
+from django.db import OperationalError
 from django.utils import timezone
 from graphql import GraphQLError
 from strawberry.channels import GraphQLWSConsumer
@@ -31,6 +32,7 @@ from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode
 from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
+from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
 from graph.frames import frame_problem
 from graph.permissions import VIEW_SOURCE
 
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 BAD_REQUEST = 4400
 FORBIDDEN = 4403
 MESSAGE_TOO_BIG = 1009  # RFC 6455
+UNAVAILABLE = 4503  # like HTTP 503, as 4403 and 4429 mirror theirs; graphql-ws clients retry it
 NOT_SIGNED_IN = (
     "Sign in first: a session cookie, or an API token in the connection_init payload as "
     '{"authorization": "Bearer <token>"}.'
@@ -57,7 +60,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
 
     async def handle_connection_init(self, message: Any) -> None:
         # The protocol allows `"payload": null`; Strawberry would close with 4400 for it.
-        await super().handle_connection_init({**message, "payload": message.get("payload") or {}})
+        try:
+            await super().handle_connection_init({**message, "payload": message.get("payload") or {}})
+        except OperationalError as error:  # the credentials cannot be checked; else the socket hangs
+            if not database_unreachable(error):
+                raise
+            await self.websocket.close(code=UNAVAILABLE, reason=UNAVAILABLE_MESSAGE)
 
     async def handle_subscribe(self, message: Any) -> None:
         limit = self.max_subscriptions_per_connection
@@ -106,6 +114,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
             # The legacy protocol's way to say why, then the same close as the modern one.
             await self.send_message({"type": "connection_error", "payload": rejection.payload})
             await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            return
+        except OperationalError as error:
+            if not database_unreachable(error):
+                raise
+            payload = {"message": UNAVAILABLE_MESSAGE, "extensions": {"code": ErrorCode.UNAVAILABLE.value}}
+            await self.send_message({"type": "connection_error", "payload": payload})
+            await self.websocket.close(code=UNAVAILABLE, reason=UNAVAILABLE_MESSAGE)
             return
         await self.send_message({"type": "connection_ack"})
         self.connection_acknowledged = True
@@ -177,6 +192,12 @@ class GraphQLConsumer(GraphQLWSConsumer):
                     task.cancel()
             for topic in self._topics:
                 await self.channel_layer.group_discard(topic, self.channel_name)
+            # A subscription cancelled while its group_add was in flight never discards that
+            # group (Strawberry counts a group once the add returns): let the layer drop what
+            # it still holds for this channel, where it can (project.layers).
+            discard_channel = getattr(self.channel_layer, "discard_channel", None)
+            if discard_channel is not None:
+                await discard_channel(self.channel_name)
 
     async def dispatch(self, message: Mapping[str, Any]) -> None:
         if message.get("type") == ACCESS_CHANGED:

@@ -93,6 +93,20 @@ TEMPLATES = [
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # Without a timeout, opening a connection to a host that drops packets instead of refusing
+    # them waits as long as the OS keeps trying (minutes), and so does the request behind it;
+    # with one, the request fails fast with `unavailable`. A connect_timeout in the URL wins.
+    _connect_timeout = os.environ.get("DATABASE_CONNECT_TIMEOUT") or "5"
+    try:
+        DATABASE_CONNECT_TIMEOUT = int(_connect_timeout)
+    except ValueError:
+        DATABASE_CONNECT_TIMEOUT = 0
+    if not 2 <= DATABASE_CONNECT_TIMEOUT <= 300:
+        raise ImproperlyConfigured(
+            "DATABASE_CONNECT_TIMEOUT must be a whole number of seconds from 2 (libpq's minimum) to 300, "
+            f"not {_connect_timeout!r}."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
 else:
     SQLITE_PATH = os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
     DATABASES = {
@@ -115,7 +129,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "core")
 # redis-py 8 times a read out after 5 s by default, exactly the time channels-redis blocks
 # waiting for a message: an idle subscriber's consumer would die of it.
-REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 30}]
+# A Redis that drops packets must not hold a mutation's response for long: its change is
+# committed, only the announcement waits (subscribers read a lost one from the log).
+REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 3}]
 if REDIS_URL and REDIS_CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": REDIS_HOSTS}}
@@ -123,7 +139,7 @@ if REDIS_URL and REDIS_CHANNEL_LAYER == "pubsub":
 elif REDIS_URL and REDIS_CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "project.layers.ResilientRedisChannelLayer",
             "CONFIG": {
                 "hosts": REDIS_HOSTS,
                 # A subscriber's channel holds this many undelivered messages before
@@ -184,6 +200,9 @@ GRAPHQL_MAX_OPERATIONS_PER_CONNECTION = int(os.environ.get("GRAPHQL_MAX_OPERATIO
 # Seconds between a socket's own checks that its credentials still hold; revocations,
 # deactivations and sign-outs reach it at once anyway, this catches what announces nothing.
 ACCESS_RECHECK_SECONDS = float(os.environ.get("ACCESS_RECHECK_SECONDS", "60"))
+# Seconds between a subscription's checks of the change log for changes whose message the
+# channel layer lost (Redis restarting, a full channel): the longest such a change waits.
+SUBSCRIPTION_CATCH_UP_SECONDS = float(os.environ.get("SUBSCRIPTION_CATCH_UP_SECONDS", "5"))
 # Seconds a new socket has to send connection_init before it is closed with 4408.
 GRAPHQL_CONNECTION_INIT_TIMEOUT = float(os.environ.get("GRAPHQL_CONNECTION_INIT_TIMEOUT", "10"))
 # GraphiQL and code generators need introspection; turn it off to hide the schema.

@@ -12,6 +12,7 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from project.asgi import application
 from tests.conftest import ADMIN
@@ -124,6 +125,9 @@ async def group_size(group: str) -> int:
     layer = get_channel_layer()
     if isinstance(layer, InMemoryChannelLayer):
         return len(layer.groups.get(group, {}))
+    if isinstance(layer, RedisPubSubChannelLayer):  # this process's members, all the test has
+        members = layer._get_layer().groups
+        return len(members.get(layer._get_layer()._get_group_channel_name(group), ()))
     connection = layer.connection(layer.consistent_hash(group))
     return await connection.zcard(layer._group_key(group))
 

@@ -1,0 +1,454 @@
+"""PostgreSQL out of reach: a clear `unavailable` error, nothing written, and recovery on its own.
+
+The tests of a real server start daphne on a database of their own (whatever the test
+process's own DATABASE_URL), reached through tests.faults.TcpProxy so that they can cut the
+way to it and restore it. They need PostgreSQL and are skipped, saying why, when it does not
+answer, unless REQUIRE_SERVICES=1. The tests of the error mapping itself run on any database.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import IntegrityError, OperationalError
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from accounts.tokens import digest
+from catalog import selectors, services
+from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
+from tests.conftest import graphql
+from tests.faults import TcpProxy
+from tests.processes import ROOT, free_port, listening, server_env
+
+# The PostgreSQL of `make test`'s second pass; these tests use a database of their own on it.
+POSTGRES = urlsplit(os.environ.get("SERVICES_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test")
+DATABASE = f"outage_test_{os.getpid()}"  # two test runs at once do not share it
+CONNECT_TIMEOUT = 2  # the server's DATABASE_CONNECT_TIMEOUT
+# A guard against a hung test, never a condition a test waits for.
+DEADLINE = 30
+
+SOURCES = "{ sources { id country status version } }"
+DATA_LIBRARY = "{ dataLibrary { windowDays } }"
+ADD = 'mutation { addSource(input: {country: "Spain", dataVendor: "IQVIA", panel: "P", dataType: "D"}) { __typename } }'
+UPDATE = 'mutation($id: ID!) { updateSource(id: $id, input: {country: "Italy"}) { __typename } }'
+ACTIVATE = "mutation($id: ID!) { activateSource(id: $id) { __typename } }"
+DELETE = "mutation($id: ID!) { deleteSource(id: $id) { __typename } }"
+
+
+def unavailable(document: str | None = None, field: str | None = None) -> dict[str, Any]:
+    """Return the error for `field` of a one-line `document` (None: a subscription's stream)."""
+    if document is None or field is None:
+        return {"message": UNAVAILABLE_MESSAGE, "extensions": {"code": "unavailable"}}
+    return {
+        "message": UNAVAILABLE_MESSAGE,
+        "locations": [{"line": 1, "column": document.index(field) + 1}],
+        "path": [field],
+        "extensions": {"code": "unavailable"},
+    }
+
+
+# --- The error mapping, on any database
+
+
+def unreachable_error() -> OperationalError:
+    """Return the error Django raises when psycopg cannot connect; its text names the host."""
+    text = 'connection failed: connection to server at "10.1.2.3", port 5432 failed: Connection refused'
+    error = OperationalError(text)
+    error.__cause__ = psycopg.OperationalError(text)
+    return error
+
+
+def wrapped(error: Exception) -> OperationalError:
+    django_error = OperationalError(str(error))
+    django_error.__cause__ = error
+    return django_error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (unreachable_error(), True),
+        (wrapped(psycopg.errors.ConnectionTimeout("connection timeout expired")), True),
+        (wrapped(psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")), True),
+        (wrapped(psycopg.errors.AdminShutdown("terminating connection due to administrator command")), True),
+        (wrapped(psycopg.errors.TooManyConnections("sorry, too many clients already")), True),
+        (psycopg.OperationalError("the connection is closed"), True),
+        # A database that answers: a fault to look into, not an outage.
+        (wrapped(psycopg.errors.DeadlockDetected("deadlock detected")), False),
+        (wrapped(psycopg.errors.QueryCanceled("canceling statement due to statement timeout")), False),
+        (wrapped(psycopg.InterfaceError("the cursor is closed")), False),
+        (OperationalError("database is locked"), False),  # SQLite's, with no psycopg cause
+        (IntegrityError("duplicate key"), False),
+        (None, False),
+    ],
+)
+def test_only_errors_that_say_the_database_is_out_of_reach_are_unreachable(error: Any, expected: bool) -> None:
+    assert database_unreachable(error) is expected
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_query_that_cannot_reach_the_database_is_unavailable_without_details(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def data_library() -> None:
+        raise unreachable_error()
+
+    monkeypatch.setattr(selectors, "data_library", data_library)
+    assert await graphql(DATA_LIBRARY) == {"data": None, "errors": [unavailable(DATA_LIBRARY, "dataLibrary")]}
+    # The host is for the server's log only, on one line, without a traceback.
+    assert [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records if r.name == "graph.errors"] == [
+        (
+            "WARNING",
+            "Database unreachable in ['dataLibrary']: connection failed: connection to server at \"10.1.2.3\", "
+            "port 5432 failed: Connection refused",
+            None,
+        )
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_mutation_that_cannot_reach_the_database_is_unavailable_not_an_operation_info(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def source_create(**fields: Any) -> None:
+        raise unreachable_error()
+
+    monkeypatch.setattr(services, "source_create", source_create)
+    assert await graphql(ADD) == {"data": None, "errors": [unavailable(ADD, "addSource")]}
+
+
+def database_settings(monkeypatch: pytest.MonkeyPatch, url: str, timeout: str | None) -> dict[str, Any]:
+    monkeypatch.setenv("DATABASE_URL", url)
+    if timeout is None:
+        monkeypatch.delenv("DATABASE_CONNECT_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_CONNECT_TIMEOUT", timeout)
+    return runpy.run_path(str(ROOT / "project" / "settings.py"))["DATABASES"]["default"]
+
+
+@pytest.mark.parametrize(
+    ("url", "timeout", "expected"),
+    [
+        ("postgres://catalog@db:5432/catalog", None, 5),
+        ("postgres://catalog@db:5432/catalog", "12", 12),
+        ("postgres://catalog@db:5432/catalog?connect_timeout=9", "12", 9),  # the URL wins
+    ],
+)
+def test_postgresql_connections_give_up_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch, url: str, timeout: str | None, expected: int
+) -> None:
+    assert database_settings(monkeypatch, url, timeout)["OPTIONS"] == {"connect_timeout": expected}
+
+
+@pytest.mark.parametrize("timeout", ["0", "1", "301", "5s", "2.5"])
+def test_a_connect_timeout_that_is_no_whole_number_of_seconds_from_2_to_300_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, timeout: str
+) -> None:
+    with pytest.raises(ImproperlyConfigured) as refused:
+        database_settings(monkeypatch, "postgres://catalog@db:5432/catalog", timeout)
+    assert str(refused.value) == (
+        f"DATABASE_CONNECT_TIMEOUT must be a whole number of seconds from 2 (libpq's minimum) to 300, not {timeout!r}."
+    )
+
+
+# --- A real server, with the way to its database cut and restored
+
+
+def postgres_url(host_port: str, database: str) -> str:
+    userinfo = POSTGRES.netloc.rpartition("@")[0]
+    return f"postgresql://{userinfo + '@' if userinfo else ''}{host_port}/{database}"
+
+
+DIRECT = f"{POSTGRES.hostname}:{POSTGRES.port or 5432}"
+ASGI_APPLICATION = "project.asgi:application"
+
+
+class Socket:
+    """A graphql-transport-ws client of the real server; frames are sorted by operation."""
+
+    def __init__(self, address: str, token: str) -> None:
+        self.address, self.token = address, token
+        self._exits = contextlib.ExitStack()
+        self._inbox: dict[str | None, list[dict[str, Any]]] = collections.defaultdict(list)
+        self._ids = (str(n) for n in itertools.count(1))
+
+    def __enter__(self) -> Socket:
+        url = f"ws://{self.address}/graphql"
+        self.connection = self._exits.enter_context(connect(url, subprotocols=["graphql-transport-ws"]))
+        self.send({"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}})
+        assert self.receive() == {"type": "connection_ack"}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._exits.close()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.connection.send(json.dumps(message))
+
+    def receive(self) -> dict[str, Any]:
+        while True:
+            message = json.loads(self.connection.recv(timeout=DEADLINE))
+            if message["type"] == "ping":
+                self.send({"type": "pong"})
+            elif message["type"] != "pong":
+                return message
+
+    def subscribe(self, document: str, variables: dict[str, Any] | None = None) -> str:
+        operation_id = next(self._ids)
+        payload = {"query": document, "variables": variables or {}}
+        self.send({"id": operation_id, "type": "subscribe", "payload": payload})
+        return operation_id
+
+    def frame(self, operation_id: str) -> tuple[str, Any]:
+        """Return the next frame of one operation: its type and payload."""
+        while not self._inbox[operation_id]:
+            message = self.receive()
+            self._inbox[message.get("id")].append(message)
+        message = self._inbox[operation_id].pop(0)
+        return message["type"], message.get("payload")
+
+    def run(self, document: str, variables: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+        """Return the frames of a query or mutation, up to its complete."""
+        operation_id = self.subscribe(document, variables)
+        frames = [self.frame(operation_id)]
+        while frames[-1][0] == "next":
+            frames.append(self.frame(operation_id))
+        return frames
+
+    def closed_with(self) -> tuple[int | None, str | None]:
+        with pytest.raises(ConnectionClosed):
+            while True:
+                self.receive()
+        return self.connection.close_code, self.connection.close_reason
+
+
+@dataclass(frozen=True)
+class Server:
+    proxy: TcpProxy
+    address: str
+    token: str
+    revocable_token: str  # for the one test that revokes it
+    log: Path
+
+    def post(self, document: str, variables: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """POST one operation with the admin's token; return the status and the body (JSON if it is)."""
+        request = urllib.request.Request(
+            f"http://{self.address}/graphql",
+            data=json.dumps({"query": document, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=DEADLINE) as response:  # noqa: S310 (our own loopback server)
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def socket(self, token: str | None = None) -> Socket:
+        return Socket(self.address, token or self.token)
+
+    def add_source(self) -> str:
+        document = 'mutation { addSource(input: {country: "France", dataVendor: "IQVIA", panel: "Retail", '
+        document += 'dataType: "Sales", status: INACTIVE}) { ... on Source { id } } }'
+        status, body = self.post(document)
+        assert status == 200, body
+        return body["data"]["addSource"]["id"]
+
+
+CREATE_ADMIN = """
+from django.contrib.auth import get_user_model
+from accounts.tokens import token_create
+admin = get_user_model().objects.create_superuser("outage-admin", None, None)
+print(token_create(user=admin, name="tests").secret)
+print(token_create(user=admin, name="revoked in a test").secret)
+"""
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def direct(sql: str, *params: Any) -> Any:
+    """Run one statement on the test database, around the proxy; return the first value."""
+    with psycopg.connect(postgres_url(DIRECT, DATABASE), autocommit=True) as connection:
+        cursor = connection.execute(sql, params)
+        return cursor.fetchone()[0] if cursor.description else None
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE} s"
+        time.sleep(0.05)  # polling the condition above, with a deadline
+
+
+@pytest.fixture(scope="module")
+def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    try:
+        admin = psycopg.connect(postgres_url(DIRECT, "postgres"), autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        reason = f"PostgreSQL is not reachable at {DIRECT}: {' '.join(str(error).split())}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"REQUIRE_SERVICES=1: {reason}")
+        pytest.skip(reason)
+    with admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        try:
+            with TcpProxy(POSTGRES.hostname, POSTGRES.port or 5432) as proxy:
+                env = server_env(
+                    DATABASE_URL=postgres_url(f"127.0.0.1:{proxy.port}", DATABASE),
+                    DJANGO_SECRET_KEY="outage-tests-only-secret-key-0123456789-abcdefghijklmnop",
+                    ALLOWED_HOSTS="127.0.0.1",
+                    SECURE_SSL_REDIRECT="0",
+                    DATABASE_CONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+                    # Often, so that the tests see these checks meet the outage and recover.
+                    ACCESS_RECHECK_SECONDS="1",
+                    SUBSCRIPTION_CATCH_UP_SECONDS="1",
+                )
+                manage(env, "migrate", "--noinput")
+                # One process for both (each start of manage.py takes seconds); print two tokens.
+                tokens = manage(env, "shell", "-c", CREATE_ADMIN).splitlines()[-2:]
+                port = free_port()
+                log = tmp_path_factory.mktemp("outage") / "daphne.log"
+                daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APPLICATION]
+                with listening(daphne, port, env, log):
+                    yield Server(proxy, f"127.0.0.1:{port}", token=tokens[0], revocable_token=tokens[1], log=log)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+
+
+@pytest.fixture
+def server(running_server: Server) -> Iterator[Server]:
+    """The server, its database reachable again after each test, whatever happened in it."""
+    running_server.proxy.restore()
+    yield running_server
+    running_server.proxy.restore()
+
+
+@pytest.mark.parametrize(("document", "field"), [(SOURCES, "sources"), (DATA_LIBRARY, "dataLibrary")])
+def test_a_query_while_the_database_is_unreachable_is_unavailable(server: Server, document: str, field: str) -> None:
+    with server.socket() as socket:  # signed in while the database answers
+        server.proxy.cut()
+        assert socket.run(document) == [
+            ("next", {"data": None, "errors": [unavailable(document, field)]}),
+            ("complete", None),
+        ]
+
+
+def test_a_mutation_while_the_database_is_unreachable_is_unavailable_and_writes_nothing(server: Server) -> None:
+    source_id = server.add_source()
+    before = server.post(SOURCES), direct("SELECT count(*) FROM catalog_sourceevent")
+    with server.socket() as socket:
+        server.proxy.cut()
+        for document, field in [
+            (ADD, "addSource"),
+            (UPDATE, "updateSource"),
+            (ACTIVATE, "activateSource"),
+            (DELETE, "deleteSource"),
+        ]:
+            assert socket.run(document, {"id": source_id} if "$id" in document else None) == [
+                ("next", {"data": None, "errors": [unavailable(document, field)]}),
+                ("complete", None),
+            ]
+    server.proxy.restore()
+    assert (server.post(SOURCES), direct("SELECT count(*) FROM catalog_sourceevent")) == before
+
+
+def test_a_bearer_request_while_the_database_is_unreachable_is_unavailable(server: Server) -> None:
+    server.proxy.cut()
+    assert server.post(SOURCES) == (503, {"errors": [unavailable()]})
+
+
+def test_the_service_recovers_by_itself_as_soon_as_the_database_returns(server: Server) -> None:
+    listing = server.post(SOURCES)
+    assert listing[0] == 200
+    with server.socket() as socket:
+        server.proxy.cut()
+        assert socket.run(SOURCES) == [
+            ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
+            ("complete", None),
+        ]
+        assert server.post(SOURCES)[0] != 200  # HTTP meets the outage too (see the bearer test)
+        server.proxy.restore()
+        # The very next request of each kind succeeds: no restart, no retry.
+        assert server.post(SOURCES) == listing
+        assert socket.run(SOURCES) == [("next", listing[1]), ("complete", None)]
+    with server.socket() as fresh:
+        assert fresh.run(SOURCES) == [("next", listing[1]), ("complete", None)]
+
+
+def test_a_live_subscription_waits_out_the_outage_and_follows_changes_after_it(server: Server) -> None:
+    live = "subscription { sources { id } }"
+    with server.socket() as socket:
+        first = socket.subscribe(live)
+        assert socket.frame(first)[0] == "next"
+        logged = len(server.log.read_text())
+        server.proxy.cut()
+        # Its regular look at the change log (SUBSCRIPTION_CATCH_UP_SECONDS) meets the outage,
+        # and skips it: nothing changed, nothing to send.
+        wait_for(
+            lambda: "Catch-up check skipped: the database is unreachable" in server.log.read_text()[logged:],
+            "skipped catch-up check in the log",
+        )
+        server.proxy.restore()
+        source_id = server.add_source()
+        kind, payload = socket.frame(first)
+        assert (kind, source_id in {source["id"] for source in payload["data"]["sources"]}) == ("next", True)
+
+
+def test_an_open_socket_outlives_an_outage_and_checks_its_credentials_again_after_it(server: Server) -> None:
+    with server.socket(server.revocable_token) as socket:
+        logged = len(server.log.read_text())
+        server.proxy.cut()
+        wait_for(
+            lambda: "Could not check a socket's credentials again" in server.log.read_text()[logged:],
+            "failed credential check in the log",
+        )
+        assert socket.run(SOURCES) == [
+            ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
+            ("complete", None),
+        ]
+        server.proxy.restore()
+        # Revoked behind the service's back (no signal): only its own regular check can notice.
+        direct("UPDATE accounts_apitoken SET revoked_at = now() WHERE digest = %s", digest(server.revocable_token))
+        code, _ = socket.closed_with()  # daphne passes no close reason on
+        assert code == 4403
+
+
+def test_a_database_that_drops_packets_is_unavailable_after_the_connect_timeout_not_minutes(server: Server) -> None:
+    with server.socket() as socket:
+        server.proxy.stall()
+        started = time.monotonic()
+        assert socket.run(SOURCES) == [
+            ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
+            ("complete", None),
+        ]
+        # Behind at most one other connection attempt of this process (its credential check).
+        assert time.monotonic() - started < 3 * CONNECT_TIMEOUT + 2

@@ -1,0 +1,124 @@
+"""Redis restarts under two server processes with subscribers connected.
+
+The servers use a Redis of the test's own (a redis-server on a free port), so that it can
+be killed and started again without disturbing anything else; the database is the tests'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from asgiref.sync import sync_to_async
+
+from catalog.models import Source, SourceEvent
+from tests.conftest import source_values
+from tests.identities import issue_token
+from tests.processes import free_port
+from tests.services import needs_services, servers
+from tests.test_several_processes import UPDATE, Subscriber, post, until_live
+
+pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]
+
+# How soon after Redis is back the subscribers must have every change: the servers check the
+# log for lost messages every second here (SUBSCRIPTION_CATCH_UP_SECONDS).
+RECOVERY_SECONDS = 10
+
+
+@contextmanager
+def redis_server(port: int, log: Path) -> Iterator[subprocess.Popen]:
+    """Run a throwaway redis-server on `port` until the block ends (or it is stopped)."""
+    executable = shutil.which("redis-server")
+    assert executable, "redis-server is not installed"
+    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with log.open("a") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:  # up once it answers
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)  # polling the condition above, with a deadline
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def readiness(address: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str, tmp_path: Path) -> None:
+    redis_port = free_port()
+    own_redis = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "REDIS_CHANNEL_LAYER": layer}
+    with (
+        redis_server(redis_port, tmp_path / "redis.log") as first_redis,
+        servers(2, tmp_path, SUBSCRIPTION_CATCH_UP_SECONDS="1", **own_redis) as (subscribed, written),
+    ):
+        token = await sync_to_async(issue_token)("admin", username="redis-restart")
+        source = str((await sync_to_async(Source.objects.create)(**source_values())).pk)
+        subscribers = [Subscriber(subscribed, token), Subscriber(written, token)]
+        tasks = [asyncio.ensure_future(subscriber.run()) for subscriber in subscribers]
+        try:
+            warm_up = await until_live(subscribers, token, written)
+
+            async def change(scope: str) -> None:
+                result = await sync_to_async(post)(written, token, UPDATE, {"id": source, "scope": scope})
+                assert result == {"data": {"updateSource": {"__typename": "Source"}}}
+
+            await change("before the restart")
+            first_redis.kill()
+            first_redis.wait()
+            # The database commits; only the announcement is lost. The write still succeeds.
+            await change("while Redis is down")
+            status, body = await sync_to_async(readiness)(subscribed)
+            assert (status, body["failing"]) == (503, ["channel_layer"])
+
+            with redis_server(redis_port, tmp_path / "redis.log"):
+                await change("after the restart")
+                expected = await sync_to_async(_scopes_logged)(source)
+                assert expected == ["before the restart", "while Redis is down", "after the restart"]
+                for subscriber in subscribers:
+                    async with asyncio.timeout(RECOVERY_SECONDS):
+                        await subscriber.until(lambda events: len([e for e in events if e["sourceId"] == source]) >= 3)
+                    received = [
+                        e["source"]["scopeOfSubscription"] for e in subscriber.events if e["sourceId"] == source
+                    ]
+                    assert received == expected, subscriber.address
+                assert [e for s in subscribers for e in s.events if e["sourceId"] not in (source, warm_up)] == []
+                assert await sync_to_async(readiness)(subscribed) == (
+                    200,
+                    {"status": "ready", "failing": [], "checks": {"database": "ok", "channel_layer": "ok"}},
+                )
+                # The sockets stayed open throughout, and both processes still serve.
+                assert [task.done() for task in tasks] == [False, False], [t.exception() for t in tasks if t.done()]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _scopes_logged(source: str) -> list[str]:
+    events = SourceEvent.objects.filter(source_id=source, kind="UPDATED").order_by("sequence")
+    return [event.snapshot["scope_of_subscription"] for event in events]
