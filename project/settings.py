@@ -124,9 +124,16 @@ else:
 
 # --- Channel layer: in-memory for one process, channels-redis when REDIS_URL is set.
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# Which channels-redis layer carries the topics: "core" (a sorted set per channel) or
-# "pubsub" (Redis PUBLISH/SUBSCRIBE). Measured by benchmarks/fanout.py; see the README.
-REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "core")
+# Which channels-redis layer carries the topics: "pubsub" (Redis PUBLISH/SUBSCRIBE) or "core"
+# (a sorted set per channel). benchmarks/fanout.py (2 CPUs, one change, 1,000 subscribers,
+# sending the mutation to the last result, median of 20): pubsub 1,431 ms on 1 process and
+# 848 ms on 2 (dataLibrary), core 1,723 and 1,083 ms; server CPU per subscriber 1.1-2.5 ms
+# against 1.6-3.1 ms. pubsub publishes once per group and process instead of once per
+# subscriber, has no capacity to overflow and no group membership to expire (a SUBSCRIBE lasts
+# as long as its connection, and redis-py renews it after a Redis restart). core, at 1,000
+# sockets leaving at once, ran out of its 100 pooled Redis connections and left ~2,400 dead
+# channels in its groups. So pubsub is the default; core stays available.
+REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "pubsub")
 # redis-py 8 times a read out after 5 s by default, exactly the time channels-redis blocks
 # waiting for a message: an idle subscriber's consumer would die of it.
 # A Redis that drops packets must not hold a mutation's response for long: its change is
