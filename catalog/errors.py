@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import psycopg
 from django.core.exceptions import ValidationError
+from django.db import OperationalError
 
 
 class ErrorCode(StrEnum):
@@ -57,3 +59,23 @@ def normalized(error: ValidationError) -> ValidationError:
             for field, errors in error.error_dict.items()
         }
     )
+
+
+# Besides SQLSTATE class 08 (connection exception): a server shutting down, crashed, starting up,
+# or at its connection limit. Other OperationalErrors (a deadlock, a statement or lock timeout)
+# come from a database that answers: faults to look into, reported as `internal`.
+_SERVER_AWAY = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def database_unreachable(error: BaseException | None) -> bool:
+    """Return whether `error` says that the database cannot be reached or the connection broke.
+
+    psycopg 3 reports a connection it could not open, or lost, as an OperationalError without
+    SQLSTATE (Django wraps it in its own OperationalError); its InterfaceError means a misuse
+    (a closed cursor), a fault like any other.
+    """
+    if isinstance(error, OperationalError):  # Django's wrapper around the driver's error
+        error = error.__cause__
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    return error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _SERVER_AWAY

@@ -10,6 +10,7 @@ from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 
 from catalog.actors import acting_as
+from catalog.errors import database_unreachable
 
 
 class ActorMiddleware:
@@ -34,7 +35,9 @@ class ActorMiddleware:
         # The user is resolved lazily; reading it here must not block the event loop.
         try:
             user = await request.auser()
-        except OperationalError:
+        except OperationalError as error:
+            if not database_unreachable(error):
+                raise
             # The session cannot be read: the view meets the same error and answers for it
             # (GraphQL: `unavailable`); Django's 500 page from here would say nothing.
             user = AnonymousUser()

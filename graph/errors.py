@@ -6,10 +6,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import psycopg
 import strawberry
 from django.core.exceptions import PermissionDenied
-from django.db import OperationalError
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -17,35 +15,17 @@ from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from catalog.errors import ErrorCode
+from catalog.errors import ErrorCode, database_unreachable
 
 logger = logging.getLogger(__name__)
 
 INTERNAL = "internal"
 UNAVAILABLE_MESSAGE = "The database is unreachable; try again shortly."
-# Besides SQLSTATE class 08 (connection exception): a server shutting down, crashed, starting up,
-# or at its connection limit. Other OperationalErrors (a deadlock, a statement or lock timeout)
-# come from a database that answers: faults to look into, reported as `internal`.
-_SERVER_AWAY = frozenset({"57P01", "57P02", "57P03", "53300"})
 
 
 def invalid(message: str) -> GraphQLError:
     """Return a request error about input the client can fix."""
     return GraphQLError(message, extensions={"code": ErrorCode.INVALID.value})
-
-
-def database_unreachable(error: BaseException | None) -> bool:
-    """Return whether `error` says that the database cannot be reached or the connection broke.
-
-    psycopg 3 reports a connection it could not open, or lost, as an OperationalError without
-    SQLSTATE (Django wraps it in its own OperationalError); its InterfaceError means a misuse
-    (a closed cursor), a fault like any other.
-    """
-    if isinstance(error, OperationalError):  # Django's wrapper around the driver's error
-        error = error.__cause__
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    return error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _SERVER_AWAY
 
 
 def _is_unexpected(error: GraphQLError) -> bool:

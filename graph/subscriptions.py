@@ -23,9 +23,10 @@ from strawberry.types import Info
 from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors
+from catalog.errors import database_unreachable
 from catalog.models import Source, SourceEvent, last_sequence, parse_source_id, project_today
 from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC, WATCHED_SOURCE_CHANGED, source_topic
-from graph.errors import database_unreachable, invalid
+from graph.errors import invalid
 from graph.fanout import shared
 from graph.listing import page, sources_queryset
 from graph.permissions import VIEW_SOURCE, arequire

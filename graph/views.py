@@ -17,8 +17,8 @@ from django.views.decorators.csrf import csrf_exempt
 from strawberry.django.views import AsyncGraphQLView
 
 from accounts.tokens import TokenRefused, bearer_authenticate
-from catalog.errors import ErrorCode
-from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
+from catalog.errors import ErrorCode, database_unreachable
+from graph.errors import UNAVAILABLE_MESSAGE
 
 
 class _CsrfCheck(CsrfViewMiddleware):

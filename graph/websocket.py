@@ -30,9 +30,9 @@ from strawberry.types.unset import UNSET, UnsetType
 from accounts.models import ApiToken
 from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
-from catalog.errors import ErrorCode
+from catalog.errors import ErrorCode, database_unreachable
 from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
-from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
+from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
 from graph.permissions import VIEW_SOURCE
 

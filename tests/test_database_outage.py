@@ -34,7 +34,8 @@ from websockets.sync.client import connect
 
 from accounts.tokens import digest
 from catalog import selectors, services
-from graph.errors import UNAVAILABLE_MESSAGE, database_unreachable
+from catalog.errors import database_unreachable
+from graph.errors import UNAVAILABLE_MESSAGE
 from tests.conftest import graphql
 from tests.faults import TcpProxy
 from tests.processes import ROOT, free_port, listening, server_env
