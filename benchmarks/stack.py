@@ -86,8 +86,8 @@ def flush_redis(redis_url: str) -> None:
 def group_members(redis_url: str) -> int:
     """Return how many channels the core layer's groups hold (the pubsub layer keeps none in keys)."""
     client = redis.Redis.from_url(redis_url)
-    # channels-redis names a group's sorted set "<prefix>:group:<name>", prefix "asgi" by default.
-    return sum(client.zcard(key) for key in client.scan_iter(match="asgi:group:*"))
+    # channels-redis names a group's sorted set "<prefix>:group:<name>" (the prefix: CHANNEL_LAYER_PREFIX).
+    return sum(client.zcard(key) for key in client.scan_iter(match="*:group:*"))
 
 
 def redis_version(redis_url: str) -> str:

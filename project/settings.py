@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -139,9 +140,21 @@ REDIS_CHANNEL_LAYER = os.environ.get("REDIS_CHANNEL_LAYER", "pubsub")
 # A Redis that drops packets must not hold a mutation's response for long: its change is
 # committed, only the announcement waits (subscribers read a lost one from the log).
 REDIS_HOSTS = [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 3}]
+# The prefix of every channel and group name. Redis pub/sub channels ignore the database number
+# in REDIS_URL, so two deployments on one Redis server would hear each other's changes (and the
+# change numbers of another database). The processes of one deployment share their database:
+# its identity names their topics, unless CHANNEL_LAYER_PREFIX says otherwise.
+_database = DATABASES["default"]
+_deployment = f"{_database['ENGINE']}|{_database.get('HOST')}|{_database.get('PORT')}|{_database['NAME']}|{REDIS_URL}"
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX") or (
+    "catalog-" + hashlib.sha256(_deployment.encode()).hexdigest()[:12]
+)
 if REDIS_URL and REDIS_CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": REDIS_HOSTS}}
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": REDIS_HOSTS, "prefix": CHANNEL_LAYER_PREFIX},
+        }
     }
 elif REDIS_URL and REDIS_CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
@@ -149,6 +162,7 @@ elif REDIS_URL and REDIS_CHANNEL_LAYER == "core":
             "BACKEND": "project.layers.ResilientRedisChannelLayer",
             "CONFIG": {
                 "hosts": REDIS_HOSTS,
+                "prefix": CHANNEL_LAYER_PREFIX,
                 # A subscriber's channel holds this many undelivered messages before
                 # channels-redis starts dropping them silently; a burst of changes must fit.
                 "capacity": 5000,

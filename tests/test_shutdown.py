@@ -24,7 +24,7 @@ from tests.processes import ROOT, free_port, listening, server_env
 TRANSPORT_WS = "graphql-transport-ws"
 GOING_AWAY = 1001
 # Guards against a hung test, never a condition a test waits for.
-TIMEOUT = 10
+TIMEOUT = 30  # a deadline for conditions polled below, generous for a loaded machine
 # The time a stopped reactor takes to shut down once the drain has ended.
 EXIT_MARGIN = 3
 
