@@ -35,9 +35,11 @@ mutation ($id: ID!, $scope: String!) {
 EVENTS = "subscription { sourceEvents { cursor kind sourceId version source { scopeOfSubscription } } }"
 
 
-@pytest.fixture(scope="module")
-def two_processes(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    with servers(2, tmp_path_factory.mktemp("several")) as addresses:
+@pytest.fixture
+def two_processes(django_db_setup: None, tmp_path: Path) -> Iterator[list[str]]:
+    # New processes for each test: the test database is emptied between tests, which starts
+    # the change numbers again, and a running process remembers reads of the log by number.
+    with servers(2, tmp_path) as addresses:
         yield addresses
 
 
