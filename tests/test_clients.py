@@ -1,0 +1,240 @@
+"""The client recipes of docs/clients.md, run as written against a real server (scripts/serve)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from graphql import FragmentDefinitionNode, OperationDefinitionNode, build_schema, parse, validate
+
+from tests.processes import ROOT, free_port, listening, server_env
+
+DOC = ROOT / "docs" / "clients.md"
+MIGRATION_DOC = ROOT / "docs" / "migrating-from-websocket-consumers.md"
+RUN_TIMEOUT = 60  # seconds for one recipe run; it finishes in about one
+INSTALL_TIMEOUT = 300
+# npm's error codes for a registry it cannot reach (offline), as against a pin that does not exist.
+OFFLINE = {"ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH", "EHOSTUNREACH"}
+NOT_A_TOKEN = "cat_not-a-token"
+BLANK_COUNTRY = {"kind": "VALIDATION", "field": "country", "message": "This field cannot be blank.", "code": "blank"}
+REFUSED = (
+    "The service closed the connection with 4403: "
+    "missing, wrong, revoked or expired credentials, or no catalog.view_source."
+)
+
+
+def recipe(name: str) -> str:
+    """Return the fenced block that follows `<!-- recipe: name -->` in docs/clients.md."""
+    blocks = re.findall(r"<!-- recipe: %s -->\n```\w*\n(.*?)^```$" % re.escape(name), DOC.read_text(), re.S | re.M)
+    assert len(blocks) == 1, f"{DOC} should have one block after <!-- recipe: {name} -->, not {len(blocks)}"
+    return blocks[0]
+
+
+def graphql_documents(path: Path) -> list[str]:
+    """Return the GraphQL of a doc: its graphql blocks, and the gql`...` templates of its code blocks."""
+    text = path.read_text()
+    blocks = re.findall(r"^ *```graphql\n(.*?)^ *```$", text, re.S | re.M)
+    return blocks + re.findall(r"gql`(\s*(?:query|mutation|subscription)\b.*?)`", text, re.S)
+
+
+@pytest.mark.parametrize("path", [DOC, MIGRATION_DOC], ids=lambda path: path.name)
+def test_the_graphql_in_the_docs_is_valid_against_the_schema(path: Path) -> None:
+    """Check every operation the docs show, the Apollo and urql ones included, which no test runs."""
+    schema = build_schema((ROOT / "schema.graphql").read_text())
+    sources = graphql_documents(path)
+    # A fragment shown once on the page is sent along with each document that spreads it.
+    fragments = {
+        node.name.value: source
+        for source in sources
+        for node in parse(source).definitions
+        if isinstance(node, FragmentDefinitionNode)
+    }
+    operations = [s for s in sources if any(isinstance(n, OperationDefinitionNode) for n in parse(s).definitions)]
+
+    problems = {}
+    for source in operations:
+        spread = set(re.findall(r"\.\.\.(\w+)", source)) - set(re.findall(r"fragment (\w+)", source))
+        document = parse("\n".join([source, *(fragments[name] for name in sorted(spread))]))
+        if errors := validate(schema, document):
+            problems[source.strip().splitlines()[0]] = [error.message for error in errors]
+
+    assert operations
+    assert problems == {}
+
+
+@dataclass(frozen=True)
+class Server:
+    address: str  # host:port
+    token: str  # an API token of the demo user
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Return the environment a recipe reads: where the service is, and the token."""
+        return {"CATALOG_URL": f"ws://{self.address}/graphql", "CATALOG_TOKEN": self.token}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Start scripts/serve on a free port with a fresh SQLite file, and issue a token as an integrator would."""
+    port = free_port()
+    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(tmp_path_factory.mktemp("clients") / "db"))
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
+        issued = subprocess.run(
+            [sys.executable, "manage.py", "create_api_token", "demo", "--name", "recipes"],
+            env=env | {"DJANGO_DEBUG": "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip())
+
+
+def post(server: Server, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://{server.address}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
+        return json.load(response)
+
+
+def created_count(server: Server) -> int:
+    """Return the data library's "created" counter now, read over HTTP."""
+    data = post(server, "{ dataLibrary { sections { key counters { key count } } } }")["data"]
+    library = next(s for s in data["dataLibrary"]["sections"] if s["key"] == "library")
+    return next(c["count"] for c in library["counters"] if c["key"] == "created")
+
+
+def run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, env=os.environ | env, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
+
+
+def assert_the_recipe_ran(result: subprocess.CompletedProcess[str], server: Server, created: int, vendor: str) -> None:
+    """Assert the recipe printed exactly the lines docs/clients.md shows, and left no source behind."""
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    source_id = lines[3]["addSource"]["id"]
+    assert str(uuid.UUID(source_id)) == source_id
+    source = {"country": "Spain", "dataVendor": vendor, "status": "ACTIVE", "version": 1}
+    assert lines == [
+        {"viewer": "demo", "activeSources": 5},
+        {"dataLibrary": {"created": created}},
+        {"addSource": {"messages": [BLANK_COUNTRY]}},
+        {"addSource": {"__typename": "Source", "id": source_id, **source}},
+        {"sourceEvents": {"kind": "CREATED", "sourceId": source_id, "actor": "demo", "source": source}},
+        {"dataLibrary": {"created": created + 1}},
+        {"deleteSource": {"__typename": "DeletedSource", "id": source_id}},
+    ]
+    assert post(server, '{ source(id: "%s") { id } }' % source_id) == {"data": {"source": None}}
+
+
+# Python: gql
+
+
+def test_the_python_recipe_pins_the_gql_this_suite_runs() -> None:
+    assert f'pip install "gql[websockets]=={importlib.metadata.version("gql")}"' in recipe("python-install")
+
+
+@pytest.fixture
+def python_recipe(tmp_path: Path) -> Path:
+    script = tmp_path / "catalog_client.py"
+    script.write_text(recipe("python"))
+    return script
+
+
+def test_the_python_recipe_receives_its_write_on_both_subscriptions(server: Server, python_recipe: Path) -> None:
+    created = created_count(server)
+
+    result = run([sys.executable, str(python_recipe)], server.env, python_recipe.parent)
+
+    assert_the_recipe_ran(result, server, created, "Python recipe")
+
+
+def test_the_python_recipe_gives_up_on_a_token_that_is_not_valid(server: Server, python_recipe: Path) -> None:
+    env = server.env | {"CATALOG_TOKEN": NOT_A_TOKEN}
+
+    result = run([sys.executable, str(python_recipe)], env, python_recipe.parent)
+
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", REFUSED + "\n")
+
+
+# Node: graphql-ws and ws
+
+
+def _without_node(reason: str) -> NoReturn:
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"REQUIRE_SERVICES=1: the Node recipe cannot be skipped: {reason}")
+    pytest.skip(f"the Node recipe needs node 20+, npm and the npm registry: {reason}")
+
+
+@dataclass(frozen=True)
+class NodeRecipe:
+    node: str  # the node executable
+    script: Path  # the recipe, next to the node_modules its imports resolve from
+
+    def run(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return run([self.node, str(self.script)], env, self.script.parent)
+
+
+@pytest.fixture(scope="module")
+def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
+    """Install the packages docs/clients.md pins into a new folder, and put the Node recipe there."""
+    tools = {tool: shutil.which(tool) for tool in ("node", "npm")}
+    if missing := [tool for tool, path in tools.items() if path is None]:
+        _without_node(f"{' and '.join(missing)} not found on PATH")
+    node, npm = str(tools["node"]), str(tools["npm"])
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        _without_node(f"node is {version}")
+
+    install = recipe("node-install").split()
+    assert install[:2] == ["npm", "install"]
+    packages = install[2:]
+    assert all(re.fullmatch(r"[\w@/.-]+@\d+\.\d+\.\d+", package) for package in packages), packages
+    folder = tmp_path_factory.mktemp("node-recipe")
+    installed = subprocess.run(
+        [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", *packages],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    if installed.returncode != 0:
+        code = re.search(r"^npm error code (\w+)", installed.stderr, re.M)
+        if code and code[1] in OFFLINE:
+            _without_node(f"npm install could not reach the registry ({code[1]})")
+        pytest.fail(f"npm install {' '.join(packages)} failed:\n{installed.stderr}")
+    script = folder / "catalog-client.mjs"
+    script.write_text(recipe("node"))
+    return NodeRecipe(node=node, script=script)
+
+
+def test_the_node_recipe_receives_its_write_on_both_subscriptions(node_recipe: NodeRecipe, server: Server) -> None:
+    created = created_count(server)
+
+    result = node_recipe.run(server.env)
+
+    assert_the_recipe_ran(result, server, created, "Node recipe")
+
+
+def test_the_node_recipe_gives_up_on_a_token_that_is_not_valid(node_recipe: NodeRecipe, server: Server) -> None:
+    result = node_recipe.run(server.env | {"CATALOG_TOKEN": NOT_A_TOKEN})
+
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", REFUSED + "\n")
