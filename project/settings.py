@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "channels",
     "strawberry_django",
     "catalog",
+    "graph",  # its GraphiQL template and static files
     "accounts",  # after catalog: its post_migrate creates roles from the catalog's permissions
 ]
 
