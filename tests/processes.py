@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60
@@ -52,3 +57,44 @@ def listening(command: Sequence[str], port: int, env: dict[str, str], log: Path)
             process.kill()
             process.wait()
             raise AssertionError(f"{command[0]} ignored SIGTERM for {STOP_TIMEOUT} s:\n{log.read_text()}") from None
+
+
+@dataclass(frozen=True)
+class DemoServer:
+    """scripts/serve (as `make run` starts it: demo data, demo / demo) and an API token of demo."""
+
+    address: str  # 127.0.0.1:port
+    token: str
+    log: Path
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.address}"
+
+    def post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST an operation with the token, as an integrator would, and return the body."""
+        request = urllib.request.Request(
+            f"http://{self.address}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
+            return json.load(response)
+
+
+@contextmanager
+def demo_server(folder: Path, token_name: str) -> Iterator[DemoServer]:
+    """Run scripts/serve on a free port with a fresh SQLite file in `folder`; issue a token of demo."""
+    port = free_port()
+    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(folder / "db"))
+    log = folder / "serve.log"
+    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
+        issued = subprocess.run(
+            [sys.executable, "manage.py", "create_api_token", "demo", "--name", token_name],
+            env=env | {"DJANGO_DEBUG": "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        yield DemoServer(address=f"127.0.0.1:{port}", token=issued.stdout.strip(), log=log)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, WebSocketRoute, expect, sync_playwright
 
-from tests.processes import ROOT, free_port, listening, server_env
+from tests.processes import ROOT, DemoServer, demo_server
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own browsers are never downloaded
 CHROMIUM_ARGS = [
@@ -49,32 +49,10 @@ RESPONSE_JS = "document.querySelector('.graphiql-response .result-window .CodeMi
 QUERY_JS = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.getValue()"
 
 
-@dataclass(frozen=True)
-class Server:
-    address: str  # 127.0.0.1:port
-    token: str  # an API token of the demo user, for the test's own HTTP requests
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.address}"
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start scripts/serve (demo data, demo / demo) on a free port with a fresh SQLite file."""
-    port = free_port()
-    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(tmp_path_factory.mktemp("browser") / "db"))
-    log = tmp_path_factory.mktemp("log") / "serve.log"
-    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
-        issued = subprocess.run(
-            [sys.executable, "manage.py", "create_api_token", "demo", "--name", "browser tests"],
-            env=env | {"DJANGO_DEBUG": "1"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip())
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+    with demo_server(tmp_path_factory.mktemp("browser"), token_name="browser tests") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +96,7 @@ class Traffic:
 
 
 @pytest.fixture
-def page(browser: Browser, server: Server, request: pytest.FixtureRequest) -> Iterator[Page]:
+def page(browser: Browser, server: DemoServer, request: pytest.FixtureRequest) -> Iterator[Page]:
     """Return a page in a fresh browser profile whose traffic is checked when the test ends."""
     traffic = Traffic(origin=server.origin)
     context: BrowserContext = browser.new_context(
@@ -144,17 +122,6 @@ def screenshot(page: Page, path: Path) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / ".gitignore").write_text("*\n")
     page.screenshot(path=path)
-
-
-def post(server: Server, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST an operation with the demo user's API token, as an integrator would, and return the body."""
-    request = urllib.request.Request(
-        f"http://{server.address}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
-        return json.load(response)
 
 
 def open_graphiql(page: Page) -> None:
@@ -201,7 +168,7 @@ def counters(data_library: dict[str, Any]) -> dict[str, int]:
 
 
 def test_graphiql_runs_a_query_and_a_live_subscription_with_the_admin_session_offline(
-    page: Page, server: Server
+    page: Page, server: DemoServer
 ) -> None:
     # Given a person signed in through the admin's login page
     page.goto("/admin/login/?next=/admin/")
@@ -220,7 +187,7 @@ def test_graphiql_runs_a_query_and_a_live_subscription_with_the_admin_session_of
 
     # Then the result pane shows the demo data, exactly as the API gives it to a token
     shown = next_response(page, previous)
-    expected = post(server, SOURCES_QUERY)
+    expected = server.post(SOURCES_QUERY)
     assert len(expected["data"]["sources"]) == 36
     assert shown == expected
     expect(page.locator(".result-window")).to_contain_text(expected["data"]["sources"][0]["id"], timeout=TIMEOUT_MS)
@@ -228,7 +195,7 @@ def test_graphiql_runs_a_query_and_a_live_subscription_with_the_admin_session_of
     # When they start the live data library, over the WebSocket with their session
     previous = run_in_graphiql(page, f"subscription {{ {COUNTERS} }}")
     before = next_response(page, previous)
-    assert before == post(server, f"{{ {COUNTERS} }}")
+    assert before == server.post(f"{{ {COUNTERS} }}")
     before_counters = counters(before["data"]["dataLibrary"])
 
     # and an integrator deactivates an active source that counts in Data Delivery
@@ -237,8 +204,7 @@ def test_graphiql_runs_a_query_and_a_live_subscription_with_the_admin_session_of
         for s in shown["data"]["sources"]
         if s["status"] == "ACTIVE" and s["deliveryStatus"] in {"RECEIVED", "AWAITING", "DELAYED"}
     )
-    changed = post(
-        server,
+    changed = server.post(
         "mutation($id: ID!) { deactivateSource(id: $id) { ... on Source { status } } }",
         {"id": source["id"]},
     )
@@ -250,11 +216,11 @@ def test_graphiql_runs_a_query_and_a_live_subscription_with_the_admin_session_of
     after_counters = counters(after["data"]["dataLibrary"])
     delivery = f"delivery.{source['deliveryStatus'].lower()}"
     assert after_counters[delivery] == before_counters[delivery] - 1
-    assert after == post(server, f"{{ {COUNTERS} }}")
+    assert after == server.post(f"{{ {COUNTERS} }}")
     screenshot(page, SCREENSHOT)
 
 
-def test_signing_in_with_the_login_mutation_inside_graphiql_needs_no_reload(page: Page, server: Server) -> None:
+def test_signing_in_with_the_login_mutation_inside_graphiql_needs_no_reload(page: Page, server: DemoServer) -> None:
     # Given GraphiQL opened by nobody signed in (so no CSRF cookie yet)
     open_graphiql(page)
     page.evaluate("window.loadedOnce = true")
@@ -276,7 +242,7 @@ def test_signing_in_with_the_login_mutation_inside_graphiql_needs_no_reload(page
     # and so does the next WebSocket
     previous = run_in_graphiql(page, "subscription { dataLibrary { windowDays } }")
     live = next_response(page, previous)
-    assert live == post(server, "{ dataLibrary { windowDays } }")
+    assert live == server.post("{ dataLibrary { windowDays } }")
     assert page.evaluate("window.loadedOnce") is True
 
 
@@ -289,7 +255,7 @@ class _Assets(HTMLParser):
         self.urls += [value for name, value in attrs if name in {"src", "href"} and value is not None]
 
 
-def test_the_graphiql_page_loads_only_the_services_own_static_files(server: Server) -> None:
+def test_the_graphiql_page_loads_only_the_services_own_static_files(server: DemoServer) -> None:
     # Without a browser: the page's own references, each served by the service (WhiteNoise).
     request = urllib.request.Request(f"http://{server.address}/graphql", headers={"Accept": "text/html"})
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)

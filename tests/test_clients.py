@@ -9,17 +9,16 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pytest
 from graphql import FragmentDefinitionNode, OperationDefinitionNode, build_schema, parse, validate
 
-from tests.processes import ROOT, free_port, listening, server_env
+from tests.processes import ROOT, DemoServer, demo_server
 
 DOC = ROOT / "docs" / "clients.md"
 MIGRATION_DOC = ROOT / "docs" / "migrating-from-websocket-consumers.md"
@@ -74,48 +73,20 @@ def test_the_graphql_in_the_docs_is_valid_against_the_schema(path: Path) -> None
     assert problems == {}
 
 
-@dataclass(frozen=True)
-class Server:
-    address: str  # host:port
-    token: str  # an API token of the demo user
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Return the environment a recipe reads: where the service is, and the token."""
-        return {"CATALOG_URL": f"ws://{self.address}/graphql", "CATALOG_TOKEN": self.token}
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start scripts/serve on a free port with a fresh SQLite file, and issue a token as an integrator would."""
-    port = free_port()
-    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(tmp_path_factory.mktemp("clients") / "db"))
-    log = tmp_path_factory.mktemp("log") / "serve.log"
-    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
-        issued = subprocess.run(
-            [sys.executable, "manage.py", "create_api_token", "demo", "--name", "recipes"],
-            env=env | {"DJANGO_DEBUG": "1"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip())
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+    with demo_server(tmp_path_factory.mktemp("clients"), token_name="recipes") as running:
+        yield running
 
 
-def post(server: Server, query: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://{server.address}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
-        return json.load(response)
+def recipe_env(server: DemoServer) -> dict[str, str]:
+    """Return the environment a recipe reads: where the service is, and the token."""
+    return {"CATALOG_URL": f"ws://{server.address}/graphql", "CATALOG_TOKEN": server.token}
 
 
-def created_count(server: Server) -> int:
+def created_count(server: DemoServer) -> int:
     """Return the data library's "created" counter now, read over HTTP."""
-    data = post(server, "{ dataLibrary { sections { key counters { key count } } } }")["data"]
+    data = server.post("{ dataLibrary { sections { key counters { key count } } } }")["data"]
     library = next(s for s in data["dataLibrary"]["sections"] if s["key"] == "library")
     return next(c["count"] for c in library["counters"] if c["key"] == "created")
 
@@ -126,7 +97,9 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
     )
 
 
-def assert_the_recipe_ran(result: subprocess.CompletedProcess[str], server: Server, created: int, vendor: str) -> None:
+def assert_the_recipe_ran(
+    result: subprocess.CompletedProcess[str], server: DemoServer, created: int, vendor: str
+) -> None:
     """Assert the recipe printed exactly the lines docs/clients.md shows, and left no source behind."""
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -142,7 +115,7 @@ def assert_the_recipe_ran(result: subprocess.CompletedProcess[str], server: Serv
         {"dataLibrary": {"created": created + 1}},
         {"deleteSource": {"__typename": "DeletedSource", "id": source_id}},
     ]
-    assert post(server, '{ source(id: "%s") { id } }' % source_id) == {"data": {"source": None}}
+    assert server.post('{ source(id: "%s") { id } }' % source_id) == {"data": {"source": None}}
 
 
 # Python: gql
@@ -159,16 +132,16 @@ def python_recipe(tmp_path: Path) -> Path:
     return script
 
 
-def test_the_python_recipe_receives_its_write_on_both_subscriptions(server: Server, python_recipe: Path) -> None:
+def test_the_python_recipe_receives_its_write_on_both_subscriptions(server: DemoServer, python_recipe: Path) -> None:
     created = created_count(server)
 
-    result = run([sys.executable, str(python_recipe)], server.env, python_recipe.parent)
+    result = run([sys.executable, str(python_recipe)], recipe_env(server), python_recipe.parent)
 
     assert_the_recipe_ran(result, server, created, "Python recipe")
 
 
-def test_the_python_recipe_gives_up_on_a_token_that_is_not_valid(server: Server, python_recipe: Path) -> None:
-    env = server.env | {"CATALOG_TOKEN": NOT_A_TOKEN}
+def test_the_python_recipe_gives_up_on_a_token_that_is_not_valid(server: DemoServer, python_recipe: Path) -> None:
+    env = recipe_env(server) | {"CATALOG_TOKEN": NOT_A_TOKEN}
 
     result = run([sys.executable, str(python_recipe)], env, python_recipe.parent)
 
@@ -226,15 +199,15 @@ def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
     return NodeRecipe(node=node, script=script)
 
 
-def test_the_node_recipe_receives_its_write_on_both_subscriptions(node_recipe: NodeRecipe, server: Server) -> None:
+def test_the_node_recipe_receives_its_write_on_both_subscriptions(node_recipe: NodeRecipe, server: DemoServer) -> None:
     created = created_count(server)
 
-    result = node_recipe.run(server.env)
+    result = node_recipe.run(recipe_env(server))
 
     assert_the_recipe_ran(result, server, created, "Node recipe")
 
 
-def test_the_node_recipe_gives_up_on_a_token_that_is_not_valid(node_recipe: NodeRecipe, server: Server) -> None:
-    result = node_recipe.run(server.env | {"CATALOG_TOKEN": NOT_A_TOKEN})
+def test_the_node_recipe_gives_up_on_a_token_that_is_not_valid(node_recipe: NodeRecipe, server: DemoServer) -> None:
+    result = node_recipe.run(recipe_env(server) | {"CATALOG_TOKEN": NOT_A_TOKEN})
 
     assert (result.returncode, result.stdout, result.stderr) == (1, "", REFUSED + "\n")

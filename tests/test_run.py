@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,45 +12,16 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportConnectionFailed, TransportError
 from gql.transport.websockets import WebsocketsTransport
 
-from tests.processes import ROOT, free_port, listening, server_env
-
-
-@dataclass(frozen=True)
-class Server:
-    address: str  # host:port
-    token: str  # an API token of the demo user
-    log: Path
+from tests.processes import DemoServer, demo_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Start scripts/serve on a free port with a fresh SQLite file, and issue a token as an integrator would."""
-    port = free_port()
-    env = server_env(PYTHON=sys.executable, PORT=str(port), SQLITE_PATH=str(tmp_path_factory.mktemp("run") / "db"))
-    log = tmp_path_factory.mktemp("log") / "serve.log"
-    with listening([str(ROOT / "scripts" / "serve")], port, env, log):
-        issued = subprocess.run(
-            [sys.executable, "manage.py", "create_api_token", "demo", "--name", "tests"],
-            env=env | {"DJANGO_DEBUG": "1"},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        yield Server(address=f"127.0.0.1:{port}", token=issued.stdout.strip(), log=log)
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+    with demo_server(tmp_path_factory.mktemp("run"), token_name="tests") as running:
+        yield running
 
 
-def post(server: Server, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://{server.address}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
-        return json.load(response)
-
-
-def test_the_run_command_prints_the_demo_credentials_that_sign_in(server: Server) -> None:
+def test_the_run_command_prints_the_demo_credentials_that_sign_in(server: DemoServer) -> None:
     assert "Sign in as demo / demo" in server.log.read_text()
     request = urllib.request.Request(
         f"http://{server.address}/graphql",
@@ -69,8 +36,8 @@ def test_the_run_command_prints_the_demo_credentials_that_sign_in(server: Server
         assert cookies == ["csrftoken", "sessionid"]
 
 
-def test_the_service_answers_the_readme_query_with_the_demo_data(server: Server) -> None:
-    result = post(server, "{ sources { id country status deliveryStatus } }")
+def test_the_service_answers_the_readme_query_with_the_demo_data(server: DemoServer) -> None:
+    result = server.post("{ sources { id country status deliveryStatus } }")
     sources = result["data"]["sources"]
     assert len(sources) == 36
     assert {s["status"] for s in sources} == {"ACTIVE", "INACTIVE"}
@@ -78,7 +45,7 @@ def test_the_service_answers_the_readme_query_with_the_demo_data(server: Server)
     assert len({s["country"] for s in sources}) == 8
 
 
-def test_the_service_serves_graphiql_to_a_browser(server: Server) -> None:
+def test_the_service_serves_graphiql_to_a_browser(server: DemoServer) -> None:
     request = urllib.request.Request(f"http://{server.address}/graphql", headers={"Accept": "text/html"})
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own loopback server)
         assert response.status == 200
@@ -86,7 +53,7 @@ def test_the_service_serves_graphiql_to_a_browser(server: Server) -> None:
         assert "graphiql" in response.read().decode().lower()
 
 
-def test_the_service_serves_the_admin_with_its_static_files(server: Server) -> None:
+def test_the_service_serves_the_admin_with_its_static_files(server: DemoServer) -> None:
     with urllib.request.urlopen(f"http://{server.address}/static/admin/css/base.css", timeout=10) as response:
         assert response.status == 200
     with urllib.request.urlopen(f"http://{server.address}/admin/login/", timeout=10) as response:
@@ -109,7 +76,7 @@ def init_payload(form: str, token: str) -> dict[str, Any]:
     "subprotocol", [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL, WebsocketsTransport.APOLLO_SUBPROTOCOL]
 )
 async def test_gql_signs_in_with_a_token_and_receives_the_data_library_then_its_change(
-    server: Server, subprotocol: str, form: str
+    server: DemoServer, subprotocol: str, form: str
 ) -> None:
     transport = WebsocketsTransport(
         url=f"ws://{server.address}/graphql", subprotocols=[subprotocol], init_payload=init_payload(form, server.token)
@@ -119,8 +86,7 @@ async def test_gql_signs_in_with_a_token_and_receives_the_data_library_then_its_
         updates = session.subscribe(subscription)
         first = (await anext(updates))["dataLibrary"]
 
-        result = post(
-            server,
+        result = server.post(
             "mutation($input: SourceInput!) { addSource(input: $input) { __typename } }",
             {"input": {"country": "Spain", "dataVendor": "gql", "panel": "Retail", "dataType": "Sales"}},
         )
@@ -134,7 +100,7 @@ async def test_gql_signs_in_with_a_token_and_receives_the_data_library_then_its_
 @pytest.mark.parametrize(
     "subprotocol", [WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL, WebsocketsTransport.APOLLO_SUBPROTOCOL]
 )
-async def test_gql_is_refused_with_a_token_that_is_not_valid(server: Server, subprotocol: str) -> None:
+async def test_gql_is_refused_with_a_token_that_is_not_valid(server: DemoServer, subprotocol: str) -> None:
     transport = WebsocketsTransport(
         url=f"ws://{server.address}/graphql",
         subprotocols=[subprotocol],
