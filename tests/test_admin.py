@@ -19,9 +19,9 @@ from catalog import admin as catalog_admin
 from catalog import models, services
 from catalog.models import DeliveryStatus, Source, SourceEvent, SourceEventKind, SourceStatus
 from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC
-from tests.conftest import source_values
-from tests.identities import make_user
-from tests.writers import admin_user
+from tests.support.identities import make_user
+from tests.support.sources import source_values
+from tests.support.writers import admin_user
 from tests.wsclient import RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db

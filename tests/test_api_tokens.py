@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken
 from accounts.tokens import digest, token_authenticate, token_create
-from tests.identities import make_user
+from tests.support.identities import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from accounts.tokens import bearer_authenticate, token_create, token_revoke
 from catalog import services
 from catalog.models import Source, SourceEvent
 from catalog.topics import token_topic, user_topic
-from tests.conftest import graphql
-from tests.identities import PASSWORD, issue_token, make_user
+from tests.support.http import graphql
+from tests.support.identities import PASSWORD, issue_token, make_user
 from tests.wsclient import LEGACY_WS, PROTOCOLS, RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket, group_size
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from django.db import connection
 
 from catalog import services
 from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus
-from tests.conftest import source_values
+from tests.support.sources import source_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

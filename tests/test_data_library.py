@@ -30,7 +30,7 @@ from catalog.models import (
     delivery_status_on,
 )
 from catalog.selectors import DataLibrary, MetricCounter, MetricSection, data_library
-from tests.conftest import source_values
+from tests.support.sources import source_values
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,8 @@
 """PostgreSQL out of reach: a clear `unavailable` error, nothing written, and recovery on its own.
 
 The tests of a real server start daphne on a database of their own (whatever the test
-process's own DATABASE_URL), reached through tests.faults.TcpProxy so that they can cut the
-way to it and restore it. They need PostgreSQL and are skipped, saying why, when it does not
+process's own DATABASE_URL), reached through tests.support.faults.TcpProxy so that they can cut
+the way to it and restore it. They need PostgreSQL and are skipped, saying why, when it does not
 answer, unless REQUIRE_SERVICES=1. The tests of the error mapping itself run on any database.
 """
 
@@ -36,9 +36,9 @@ from accounts.tokens import digest
 from catalog import selectors, services
 from catalog.errors import database_unreachable
 from graph.errors import UNAVAILABLE_MESSAGE
-from tests.conftest import graphql
-from tests.faults import TcpProxy
 from tests.processes import ROOT, free_port, listening, server_env
+from tests.support.faults import TcpProxy
+from tests.support.http import graphql
 
 # The PostgreSQL of `make test`'s second pass; these tests use a database of their own on it.
 POSTGRES = urlsplit(os.environ.get("SERVICES_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test")

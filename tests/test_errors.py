@@ -9,8 +9,9 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.test import AsyncClient
 
-from catalog.models import Source, SourceEvent, SourceStatus
-from tests.conftest import graphql
+from catalog.models import Source, SourceStatus
+from tests.support.http import graphql
+from tests.support.sources import catalog_state
 from tests.wsclient import LEGACY_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,12 +23,6 @@ UPDATE = (
     "mutation($id: ID!, $input: SourcePatch!, $v: Int) {"
     " updateSource(id: $id, input: $input, expectedVersion: $v) { %s } }" % ERRORS
 )
-
-
-@sync_to_async
-def catalog_state() -> tuple[list[tuple[Any, ...]], int]:
-    """Return every source's stored values and the number of logged events."""
-    return list(Source.objects.order_by("pk").values_list()), SourceEvent.objects.count()
 
 
 @sync_to_async

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from catalog import selectors, services
 from catalog.models import SourceEvent
 from graph import subscriptions
-from tests.conftest import source_values
+from tests.support.sources import source_values
 from tests.wsclient import PROTOCOLS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -26,9 +26,9 @@ from accounts.tokens import token_create, token_revoke
 from catalog import services
 from catalog.topics import SOURCES_TOPIC
 from project.asgi import application
-from tests.conftest import graphql
-from tests.identities import make_user
-from tests.test_errors import catalog_state
+from tests.support.http import graphql
+from tests.support.identities import make_user
+from tests.support.sources import catalog_state
 from tests.wsclient import (
     LEGACY_WS,
     PROTOCOLS,

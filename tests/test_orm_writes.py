@@ -6,7 +6,7 @@ import pytest
 
 from catalog import services
 from catalog.models import Source, SourceEvent, SourceEventKind, SourceStatus
-from tests.conftest import source_values
+from tests.support.sources import source_values
 
 pytestmark = pytest.mark.django_db
 

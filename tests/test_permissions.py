@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from asgiref.sync import sync_to_async
 
 from catalog import services
-from catalog.models import Source, SourceEvent, SourceStatus
+from catalog.models import SourceStatus
 from catalog.topics import SOURCES_TOPIC
-from tests.conftest import graphql
-from tests.identities import issue_token
+from tests.support.http import graphql
+from tests.support.identities import issue_token
+from tests.support.sources import catalog_state
 from tests.wsclient import PROTOCOLS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,11 +65,6 @@ def source_for(operation: str) -> str:
     if state == "deactivated":
         services.source_deactivate(actor="setup", source_id=source.pk)
     return str(source.pk)
-
-
-@sync_to_async
-def catalog_state() -> tuple[list[tuple[Any, ...]], int]:
-    return list(Source.objects.order_by("pk").values_list()), SourceEvent.objects.count()
 
 
 async def token_of(role: str) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.test import AsyncClient
 
-from tests.conftest import graphql
+from tests.support.http import graphql
 
 ROOT = Path(__file__).resolve().parent.parent
 INTROSPECTION = '{ __type(name: "Query") { name } }'

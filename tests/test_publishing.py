@@ -9,7 +9,7 @@ from django.db import transaction
 from catalog import services
 from catalog.models import Source, SourceEvent
 from catalog.topics import SOURCES_TOPIC
-from tests.conftest import source_values
+from tests.support.sources import source_values
 from tests.wsclient import TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db(transaction=True)

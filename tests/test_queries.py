@@ -10,7 +10,8 @@ from django.utils import timezone
 
 from catalog import services
 from catalog.models import SourceStatus
-from tests.conftest import graphql, source_values
+from tests.support.http import graphql
+from tests.support.sources import source_values
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

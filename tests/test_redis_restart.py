@@ -23,10 +23,10 @@ import redis
 from asgiref.sync import sync_to_async
 
 from catalog.models import Source, SourceEvent
-from tests.conftest import source_values
-from tests.identities import issue_token
 from tests.processes import free_port
-from tests.services import needs_services, servers
+from tests.support.identities import issue_token
+from tests.support.services import needs_services, servers
+from tests.support.sources import source_values
 from tests.test_several_processes import UPDATE, Subscriber, post, until_live
 
 pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]

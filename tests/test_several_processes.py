@@ -19,9 +19,9 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from catalog.models import Source, SourceEvent, last_sequence
-from tests.conftest import source_values
-from tests.identities import issue_token
-from tests.services import needs_services, servers
+from tests.support.identities import issue_token
+from tests.support.services import needs_services, servers
+from tests.support.sources import source_values
 
 pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]
 

@@ -43,7 +43,7 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Database:
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, check=True
     )
-    issue = "from tests.identities import issue_token; print(issue_token('reader'))"
+    issue = "from tests.support.identities import issue_token; print(issue_token('reader'))"
     issued = subprocess.run(
         [sys.executable, "manage.py", "shell", "--no-imports", "-c", issue],
         env=env,

@@ -13,7 +13,7 @@ import pytest
 
 from catalog.models import project_today
 from catalog.topics import SOURCES_TOPIC
-from tests.writers import WRITERS, make_writer
+from tests.support.writers import WRITERS, make_writer
 from tests.wsclient import PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -15,8 +15,8 @@ from channels.testing import WebsocketCommunicator
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from project.asgi import application
-from tests.conftest import ADMIN
-from tests.identities import atoken
+from tests.support import credentials
+from tests.support.credentials import ADMIN
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
@@ -48,8 +48,7 @@ class GraphQLWebSocket:
     async def __aenter__(self) -> GraphQLWebSocket:
         payload = self.payload
         if self.token is not None:
-            secret = await atoken("admin") if self.token == ADMIN else self.token
-            payload = {"authorization": f"Bearer {secret}", **payload}
+            payload = {"authorization": f"Bearer {await credentials.secret(self.token)}", **payload}
         await self.open()
         await self.send({"type": "connection_init", "payload": payload})
         assert (await self.receive())["type"] == "connection_ack"

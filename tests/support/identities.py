@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -17,7 +18,7 @@ PASSWORD = "correct horse battery staple"
 _numbers = itertools.count(1)
 
 
-def make_user(role: str | None, username: str | None = None, *, password: str | None = None):
+def make_user(role: str | None, username: str | None = None, *, password: str | None = None) -> Any:
     """Create an active user in `role`'s group (None: in no group).
 
     Without a password unless asked: hashing one takes a good fraction of a second.

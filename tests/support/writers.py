@@ -13,8 +13,8 @@ from django.test import Client
 
 from catalog.models import Source, SourceStatus
 from catalog.services import PATCHABLE_FIELDS
-from tests.conftest import graphql
-from tests.identities import atoken
+from tests.support.http import graphql
+from tests.support.identities import atoken
 
 RESULT = "__typename ... on OperationInfo { messages { code message } }"
 TRANSITION_MUTATIONS = {

@@ -1,0 +1,10 @@
+"""What the tests share, one concept a module; test modules import from here, never from each other.
+
+credentials   which bearer token a client sends by default (a new admin's)
+faults        a TCP proxy that cuts the way to a service on cue
+http          GraphQL over HTTP in this process
+identities    users in each role, and their API tokens
+services      server processes on the tests' own PostgreSQL and Redis
+sources       a valid source's fields, and the state of the whole catalog
+writers       the three ways a change reaches the catalog: GraphQL, the admin, plain ORM code
+"""
