@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, WebSocketRoute, expect, sync_playwright
 
-from tests.processes import ROOT, DemoServer, demo_server
+from tests.support.demo import DemoServer, demo_server
+from tests.support.processes import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright's own browsers are never downloaded
 CHROMIUM_ARGS = [

@@ -18,7 +18,8 @@ from typing import NoReturn
 import pytest
 from graphql import FragmentDefinitionNode, OperationDefinitionNode, build_schema, parse, validate
 
-from tests.processes import ROOT, DemoServer, demo_server
+from tests.support.demo import DemoServer, demo_server
+from tests.support.processes import ROOT
 
 DOC = ROOT / "docs" / "clients.md"
 MIGRATION_DOC = ROOT / "docs" / "migrating-from-websocket-consumers.md"

@@ -1,6 +1,6 @@
 """PostgreSQL out of reach: a clear `unavailable` error, nothing written, and recovery on its own.
 
-The tests of a real server start daphne on a database of their own (whatever the test
+The tests of a real server start project.serve on a database of their own (whatever the test
 process's own DATABASE_URL), reached through tests.support.faults.TcpProxy so that they can cut
 the way to it and restore it. They need PostgreSQL and are skipped, saying why, when it does not
 answer, unless REQUIRE_SERVICES=1. The tests of the error mapping itself run on any database.
@@ -14,12 +14,8 @@ import itertools
 import json
 import os
 import runpy
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +32,15 @@ from accounts.tokens import digest
 from catalog import selectors, services
 from catalog.errors import database_unreachable
 from graph.errors import UNAVAILABLE_MESSAGE
-from tests.processes import ROOT, free_port, listening, server_env
 from tests.support.faults import TcpProxy
-from tests.support.http import graphql
+from tests.support.http import graphql, post_graphql
+from tests.support.polling import DEADLINE, poll_until
+from tests.support.processes import ROOT, manage, server_env, serving
 
 # The PostgreSQL of `make test`'s second pass; these tests use a database of their own on it.
 POSTGRES = urlsplit(os.environ.get("SERVICES_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test")
 DATABASE = f"outage_test_{os.getpid()}"  # two test runs at once do not share it
 CONNECT_TIMEOUT = 2  # the server's DATABASE_CONNECT_TIMEOUT
-# A guard against a hung test, never a condition a test waits for.
-DEADLINE = 30
 
 SOURCES = "{ sources { id country status version } }"
 DATA_LIBRARY = "{ dataLibrary { windowDays } }"
@@ -180,7 +175,6 @@ def postgres_url(host_port: str, database: str) -> str:
 
 
 DIRECT = f"{POSTGRES.hostname}:{POSTGRES.port or 5432}"
-ASGI_APPLICATION = "project.asgi:application"
 
 
 class Socket:
@@ -252,20 +246,7 @@ class Server:
 
     def post(self, document: str, variables: dict[str, Any] | None = None) -> tuple[int, Any]:
         """POST one operation with the admin's token; return the status and the body (JSON if it is)."""
-        request = urllib.request.Request(
-            f"http://{self.address}/graphql",
-            data=json.dumps({"query": document, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=DEADLINE) as response:  # noqa: S310 (our own loopback server)
-                status, body = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, body = error.code, error.read()
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body.decode()
+        return post_graphql(self.address, document, variables, token=self.token)
 
     def socket(self, token: str | None = None) -> Socket:
         return Socket(self.address, token or self.token)
@@ -278,7 +259,10 @@ class Server:
         return body["data"]["addSource"]["id"]
 
 
-CREATE_ADMIN = """
+# Migrate, then print two tokens: one process for all (each start of manage.py takes seconds).
+PREPARE = """
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
 from django.contrib.auth import get_user_model
 from accounts.tokens import token_create
 admin = get_user_model().objects.create_superuser("outage-admin", None, None)
@@ -287,26 +271,11 @@ print(token_create(user=admin, name="revoked in a test").secret)
 """
 
 
-def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def direct(sql: str, *params: Any) -> Any:
     """Run one statement on the test database, around the proxy; return the first value."""
     with psycopg.connect(postgres_url(DIRECT, DATABASE), autocommit=True) as connection:
         cursor = connection.execute(sql, params)
         return cursor.fetchone()[0] if cursor.description else None
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} within {DEADLINE} s"
-        time.sleep(0.05)  # polling the condition above, with a deadline
 
 
 @pytest.fixture(scope="module")
@@ -333,14 +302,9 @@ def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
                     ACCESS_RECHECK_SECONDS="1",
                     SUBSCRIPTION_CATCH_UP_SECONDS="1",
                 )
-                manage(env, "migrate", "--noinput")
-                # One process for both (each start of manage.py takes seconds); print two tokens.
-                tokens = manage(env, "shell", "-c", CREATE_ADMIN).splitlines()[-2:]
-                port = free_port()
-                log = tmp_path_factory.mktemp("outage") / "daphne.log"
-                daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APPLICATION]
-                with listening(daphne, port, env, log):
-                    yield Server(proxy, f"127.0.0.1:{port}", token=tokens[0], revocable_token=tokens[1], log=log)
+                tokens = manage(env, "shell", "-c", PREPARE).splitlines()[-2:]
+                with serving(env, tmp_path_factory.mktemp("outage") / "serve.log") as started:
+                    yield Server(proxy, started.address, token=tokens[0], revocable_token=tokens[1], log=started.log)
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
@@ -414,7 +378,7 @@ def test_a_live_subscription_waits_out_the_outage_and_follows_changes_after_it(s
         server.proxy.cut()
         # Its regular look at the change log (SUBSCRIPTION_CATCH_UP_SECONDS) meets the outage,
         # and skips it: nothing changed, nothing to send.
-        wait_for(
+        poll_until(
             lambda: "Catch-up check skipped: the database is unreachable" in server.log.read_text()[logged:],
             "skipped catch-up check in the log",
         )
@@ -428,7 +392,7 @@ def test_an_open_socket_outlives_an_outage_and_checks_its_credentials_again_afte
     with server.socket(server.revocable_token) as socket:
         logged = len(server.log.read_text())
         server.proxy.cut()
-        wait_for(
+        poll_until(
             lambda: "Could not check a socket's credentials again" in server.log.read_text()[logged:],
             "failed credential check in the log",
         )

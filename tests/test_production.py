@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.test import AsyncClient
 
 from tests.support.http import graphql
+from tests.support.processes import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 INTROSPECTION = '{ __type(name: "Query") { name } }'
 
 

@@ -7,24 +7,21 @@ be killed and started again without disturbing anything else; the database is th
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from asgiref.sync import sync_to_async
 
 from catalog.models import Source, SourceEvent
-from tests.processes import free_port
+from tests.support.http import get
 from tests.support.identities import issue_token
+from tests.support.polling import poll_until
+from tests.support.processes import free_port
 from tests.support.services import needs_services, servers
 from tests.support.sources import source_values
 from tests.test_several_processes import UPDATE, Subscriber, post, until_live
@@ -46,26 +43,19 @@ def redis_server(port: int, log: Path) -> Iterator[subprocess.Popen]:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     try:
         client = redis.Redis(port=port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:  # up once it answers
+
+        def answers() -> bool:
+            assert process.poll() is None, log.read_text()
             try:
-                client.ping()
-                break
+                return client.ping()
             except redis.ConnectionError:
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)  # polling the condition above, with a deadline
+                return False
+
+        poll_until(answers, f"redis-server answering on port {port}", within=10)
         yield process
     finally:
         process.kill()
         process.wait()
-
-
-def readiness(address: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://{address}/readyz", timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
 
 
 @pytest.mark.parametrize("layer", ["core", "pubsub"])
@@ -92,7 +82,7 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
             first_redis.wait()
             # The database commits; only the announcement is lost. The write still succeeds.
             await change("while Redis is down")
-            status, body = await sync_to_async(readiness)(subscribed)
+            status, body = await sync_to_async(get)(subscribed, "/readyz")
             assert (status, body["failing"]) == (503, ["channel_layer"])
 
             with redis_server(redis_port, tmp_path / "redis.log"):
@@ -107,7 +97,7 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
                     ]
                     assert received == expected, subscriber.address
                 assert [e for s in subscribers for e in s.events if e["sourceId"] not in (source, warm_up)] == []
-                assert await sync_to_async(readiness)(subscribed) == (
+                assert await sync_to_async(get)(subscribed, "/readyz") == (
                     200,
                     {"status": "ready", "failing": [], "checks": {"database": "ok", "channel_layer": "ok"}},
                 )

@@ -12,7 +12,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportConnectionFailed, TransportError
 from gql.transport.websockets import WebsocketsTransport
 
-from tests.processes import DemoServer, demo_server
+from tests.support.demo import DemoServer, demo_server
 
 
 @pytest.fixture(scope="module")

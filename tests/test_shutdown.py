@@ -14,19 +14,24 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import websockets
 
-from tests.processes import ROOT, free_port, listening, server_env
+from tests.support.polling import DEADLINE, poll_until
+from tests.support.processes import ROOT, Server, free_port, manage, server_env, serving
 
 TRANSPORT_WS = "graphql-transport-ws"
 GOING_AWAY = 1001
-# Guards against a hung test, never a condition a test waits for.
-TIMEOUT = 30  # a deadline for conditions polled below, generous for a loaded machine
 # The time a stopped reactor takes to shut down once the drain has ended.
 EXIT_MARGIN = 3
+# Migrate, then issue a token: one process for both (each start of manage.py takes seconds).
+PREPARE = """
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+from tests.support.identities import issue_token
+print(issue_token("reader"))
+"""
 
 
 @dataclass(frozen=True)
@@ -40,44 +45,16 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Database:
     """Migrate a fresh SQLite file and issue a token to a reader."""
     env = server_env(DJANGO_DEBUG="1", SQLITE_PATH=str(tmp_path_factory.mktemp("shutdown") / "db"))
     env.pop("SHUTDOWN_GRACE_SECONDS", None)  # each test sets its own, or expects the default
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput"], env=env, cwd=ROOT, capture_output=True, check=True
-    )
-    issue = "from tests.support.identities import issue_token; print(issue_token('reader'))"
-    issued = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", issue],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Database(env=env, token=issued.stdout.strip())
-
-
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen
-    port: int
-    log: Path
+    token = manage(env, "shell", "--no-imports", "-c", PREPARE)
+    return Database(env=env, token=token)
 
 
 @contextmanager
-def serving(database: Database, log: Path, **env: str) -> Iterator[Server]:
+def running(database: Database, log: Path, **env: str) -> Iterator[Server]:
     """Run `python -m project.serve` as scripts/serve does, until the block ends."""
-    port = free_port()
     # Sockets that never send connection_init stay open for the length of a test.
-    env = database.env | {"GRAPHQL_CONNECTION_INIT_TIMEOUT": "300"} | env
-    command = [sys.executable, "-m", "project.serve", "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"]
-    with listening(command, port, env, log) as process:
-        yield Server(process=process, port=port, log=log)
-
-
-def poll(condition: Any, what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)  # polling the condition above, with a deadline
+    with serving(database.env | {"GRAPHQL_CONNECTION_INIT_TIMEOUT": "300"} | env, log) as server:
+        yield server
 
 
 def refuses_connections(port: int) -> bool:
@@ -94,7 +71,7 @@ def shutdown_lines(server: Server) -> list[str]:
 
 async def subscribed(server: Server, token: str) -> websockets.ClientConnection:
     """Return a socket signed in with `token` and running a subscription that sent its first result."""
-    ws = await websockets.connect(f"ws://127.0.0.1:{server.port}/graphql", subprotocols=[TRANSPORT_WS])
+    ws = await websockets.connect(f"ws://{server.address}/graphql", subprotocols=[TRANSPORT_WS])
     await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
     assert json.loads(await ws.recv()) == {"type": "connection_ack"}
     query = "subscription { dataLibrary { sections { key } } }"
@@ -108,7 +85,7 @@ async def subscribed(server: Server, token: str) -> websockets.ClientConnection:
 
 def raw_websocket(port: int) -> socket.socket:
     """Open a WebSocket by hand: a client that reads frames but never answers them."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     sock.sendall(
         b"GET /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
@@ -133,7 +110,7 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
 
 def unfinished_request(port: int) -> socket.socket:
     """Start an HTTP request whose body never comes: an upload from a very slow client."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
     return sock
 
@@ -141,19 +118,19 @@ def unfinished_request(port: int) -> socket.socket:
 async def test_sigterm_closes_every_socket_with_1001_refuses_connections_and_exits_0(
     database: Database, tmp_path: Path
 ) -> None:
-    with serving(database, tmp_path / "serve.log") as server:
+    with running(database, tmp_path / "serve.log") as server:
         sockets = [await subscribed(server, database.token), await subscribed(server, database.token)]
-        sockets.append(await websockets.connect(f"ws://127.0.0.1:{server.port}/graphql", subprotocols=[TRANSPORT_WS]))
+        sockets.append(await websockets.connect(f"ws://{server.address}/graphql", subprotocols=[TRANSPORT_WS]))
 
         server.process.send_signal(signal.SIGTERM)
         for ws in sockets:
             with pytest.raises(websockets.ConnectionClosedOK):  # 1001 counts as a normal closure
                 while True:  # a subscription may still send a result before the close frame
                     await ws.recv()
-            await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+            await asyncio.wait_for(ws.wait_closed(), DEADLINE)
 
         assert [ws.close_code for ws in sockets] == [GOING_AWAY] * 3
-        poll(lambda: refuses_connections(server.port), "connections refused")
+        poll_until(lambda: refuses_connections(server.port), "connections refused")
         assert server.process.wait(timeout=10 + EXIT_MARGIN) == 0  # the default grace period
     started, ended = shutdown_lines(server)
     assert (
@@ -168,7 +145,7 @@ def test_a_client_that_never_answers_the_close_frame_does_not_hold_the_process(
     # autobahn drops a socket whose client does not answer our close frame within its
     # closeHandshakeTimeout (1 s, daphne keeps it): such a client cannot hold the process up.
     log = tmp_path / "serve.log"
-    with serving(database, log, SHUTDOWN_GRACE_SECONDS="5") as server, closing(raw_websocket(server.port)) as sock:
+    with running(database, log, SHUTDOWN_GRACE_SECONDS="5") as server, closing(raw_websocket(server.port)) as sock:
         server.process.send_signal(signal.SIGTERM)
         assert receive_exactly(sock, 4) == b"\x88\x02\x03\xe9"  # close frame, 1001
         assert server.process.wait(timeout=5 + EXIT_MARGIN) == 0
@@ -181,14 +158,14 @@ def test_a_connection_that_never_finishes_holds_the_process_for_the_grace_period
     database: Database, tmp_path: Path
 ) -> None:
     with (
-        serving(database, tmp_path / "serve.log", SHUTDOWN_GRACE_SECONDS="2") as server,
+        running(database, tmp_path / "serve.log", SHUTDOWN_GRACE_SECONDS="2") as server,
         closing(unfinished_request(server.port)),
         closing(raw_websocket(server.port)) as ws,
     ):
         signalled = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
 
-        poll(lambda: refuses_connections(server.port), "connections refused")
+        poll_until(lambda: refuses_connections(server.port), "connections refused")
         assert server.process.poll() is None  # refused while it drains, not because it exited
         assert receive_exactly(ws, 4) == b"\x88\x02\x03\xe9"
         assert server.process.wait(timeout=2 + EXIT_MARGIN) == 0
@@ -202,9 +179,9 @@ def test_a_connection_that_never_finishes_holds_the_process_for_the_grace_period
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
 def test_a_second_signal_stops_at_once(database: Database, tmp_path: Path, second: signal.Signals) -> None:
     log = tmp_path / "serve.log"
-    with serving(database, log, SHUTDOWN_GRACE_SECONDS="300") as server, closing(unfinished_request(server.port)):
+    with running(database, log, SHUTDOWN_GRACE_SECONDS="300") as server, closing(unfinished_request(server.port)):
         server.process.send_signal(signal.SIGTERM)
-        poll(lambda: len(shutdown_lines(server)) == 1, "the drain starts")
+        poll_until(lambda: len(shutdown_lines(server)) == 1, "the drain starts")
 
         server.process.send_signal(second)
         assert server.process.wait(timeout=EXIT_MARGIN) == 0
@@ -222,7 +199,7 @@ def test_a_bad_grace_period_stops_the_start_with_a_message(value: str) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=DEADLINE,
     )
     assert (started.returncode, started.stderr) == (
         1,

@@ -8,16 +8,15 @@ and the in-memory layer, which no second process can share) they are skipped wit
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.processes import free_port, listening, server_env
+from tests.support.processes import server_env, serving_several
 
 needs_services = pytest.mark.skipif(
     not (settings.DATABASE_URL and settings.REDIS_URL),
@@ -43,17 +42,12 @@ def services_env(**env: str) -> dict[str, str]:
     return server_env(**(own | env))
 
 
-def daphne(port: int) -> list[str]:
-    return [sys.executable, "-m", "project.serve", "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"]
-
-
 @contextmanager
 def servers(count: int, logs: Path, **env: str) -> Iterator[list[str]]:
-    """Run `count` daphne processes on the tests' services; yield their host:port addresses."""
-    with ExitStack() as stack:
-        addresses = []
-        for number in range(count):
-            port = free_port()
-            stack.enter_context(listening(daphne(port), port, services_env(**env), logs / f"daphne-{number}.log"))
-            addresses.append(f"127.0.0.1:{port}")
-        yield addresses
+    """Run `count` project.serve processes on the tests' services; yield their host:port addresses.
+
+    Each is ready (/readyz answers 200) before the block starts: the database and Redis answer it.
+    """
+    log_files = [logs / f"serve-{number}.log" for number in range(count)]
+    with serving_several(services_env(**env), log_files, ready=True) as started:
+        yield [server.address for server in started]
