@@ -20,9 +20,10 @@ from catalog import models, services
 from catalog.models import DeliveryStatus, Source, SourceEvent, SourceEventKind, SourceStatus
 from catalog.topics import SOURCE_CHANGED, SOURCES_TOPIC
 from tests.support.identities import make_user
+from tests.support.listening import until_listening
 from tests.support.sources import source_values
+from tests.support.websocket import RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket
 from tests.support.writers import admin_user
-from tests.wsclient import RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db
 
@@ -75,8 +76,11 @@ def row(source: Source) -> dict[str, Any]:
     return Source.objects.filter(pk=source.pk).values().get()
 
 
+Published = Callable[..., Awaitable[list[dict[str, Any]]]]
+
+
 @contextlib.asynccontextmanager
-async def published_to(group: str) -> AsyncIterator[Callable[..., Awaitable[list[dict[str, Any]]]]]:
+async def published_to(group: str) -> AsyncIterator[Published]:
     """Listen on a topic as one more member; yield `published(marker, *ids)` (see below).
 
     A `sourceEvents` subscriber never delivers a sequence number twice, so it cannot show
@@ -105,6 +109,17 @@ async def published_to(group: str) -> AsyncIterator[Callable[..., Awaitable[list
         yield published
     finally:
         await layer.group_discard(group, channel)
+
+
+@contextlib.asynccontextmanager
+async def watched() -> AsyncIterator[tuple[GraphQLWebSocket, str, Published]]:
+    """Yield a socket, its listening `sourceEvents` subscription, and `published` (see published_to)."""
+    async with GraphQLWebSocket(TRANSPORT_WS) as ws:
+        operation = await ws.subscribe(EVENTS)
+        # Before the listener joins the topic: until then, the subscription is all that listens.
+        await until_listening(1)
+        async with published_to(SOURCES_TOPIC) as published:
+            yield ws, operation, published
 
 
 def announced(kind: str, source_id: str, version: int) -> dict[str, Any]:
@@ -168,9 +183,7 @@ async def test_each_action_records_and_publishes_exactly_one_event_by_the_admin_
     source_id = str(source.pk)
     stored = await sync_to_async(row)(source)
     client = await sync_to_async(signed_in)()
-    async with GraphQLWebSocket(TRANSPORT_WS) as ws, published_to(SOURCES_TOPIC) as published:
-        operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC, members=2)  # the subscription and the listener
+    async with watched() as (ws, operation, published):
         before = await sync_to_async(models.last_sequence)()
 
         shown = await sync_to_async(run_action)(client, action, source)
@@ -211,9 +224,7 @@ async def test_an_action_on_several_sources_calls_the_service_for_each() -> None
     last = await sync_to_async(source_that_is)("active", country="Czechia")
     refused_row = await sync_to_async(row)(refused)
     client = await sync_to_async(signed_in)()
-    async with GraphQLWebSocket(TRANSPORT_WS) as ws, published_to(SOURCES_TOPIC) as published:
-        operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC, members=2)
+    async with watched() as (ws, operation, published):
         before = await sync_to_async(models.last_sequence)()
 
         shown = await sync_to_async(run_action)(client, "deactivate", first, refused, last)
@@ -263,9 +274,7 @@ async def test_an_invalid_transition_shows_the_service_error_and_changes_and_pub
     source = await sync_to_async(source_that_is)(state)
     unchanged = await sync_to_async(row)(source)
     client = await sync_to_async(signed_in)()
-    async with GraphQLWebSocket(TRANSPORT_WS) as ws, published_to(SOURCES_TOPIC) as published:
-        operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC, members=2)
+    async with watched() as (ws, operation, published):
         before = await sync_to_async(models.last_sequence)()
 
         shown = await sync_to_async(run_action)(client, action, source)

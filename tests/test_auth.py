@@ -18,7 +18,8 @@ from catalog.models import Source, SourceEvent
 from catalog.topics import token_topic, user_topic
 from tests.support.http import graphql
 from tests.support.identities import PASSWORD, issue_token, make_user
-from tests.wsclient import LEGACY_WS, PROTOCOLS, RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket, group_size
+from tests.support.listening import group_size
+from tests.support.websocket import LEGACY_WS, PROTOCOLS, RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -204,7 +205,7 @@ async def test_a_null_connection_init_payload_is_an_empty_one(protocol: str) -> 
     await ws.open()
     await ws.send({"type": "connection_init", "payload": None})
     assert await ws.receive() == {"type": "connection_ack"}
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 async def refused(protocol: str, payload: dict[str, Any], message: str, headers: Any = None) -> None:
@@ -215,7 +216,7 @@ async def refused(protocol: str, payload: dict[str, Any], message: str, headers:
     if protocol == LEGACY_WS:
         assert await ws.receive() == {"type": "connection_error", "payload": {"message": message}}
     assert await ws.closed_with() == (4403, "Forbidden")
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 NOT_SIGNED_IN = (
@@ -247,7 +248,7 @@ async def test_a_bad_token_is_refused_even_with_a_valid_session(protocol: str) -
 
 async def open_with_token(protocol: str, secret: str) -> GraphQLWebSocket:
     ws = GraphQLWebSocket(protocol, token=secret)
-    await ws.__aenter__()
+    await ws.connect()
     assert await first_result(ws) == {"dataLibrary": {"windowDays": 30}}
     return ws
 
@@ -267,7 +268,7 @@ async def test_ending_the_token_closes_its_open_socket_with_4403(protocol: str, 
     ws = await open_with_token(protocol, issued.secret)
     await end(issued.token)
     assert await ws.closed_with() == (4403, reason)
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -278,7 +279,7 @@ async def test_deactivating_the_user_closes_their_open_socket_with_4403(protocol
     user.is_active = False
     await user.asave()
     assert await ws.closed_with() == (4403, "The API token's user is inactive.")
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -288,7 +289,7 @@ async def test_a_token_expiring_closes_its_open_socket_with_4403(protocol: str) 
     ws = await open_with_token(protocol, issued.secret)
     assert await ws.closed_with() == (4403, "The API token has expired.")
     assert await ApiToken.objects.filter(pk=issued.token.pk, expires_at__lte=dt.datetime.now(dt.UTC)).aexists()
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -312,7 +313,7 @@ def origin_headers(origin: str, cookie: list[tuple[bytes, bytes]]) -> list[tuple
 async def test_a_cross_site_page_cannot_open_a_socket_with_the_users_cookie() -> None:
     headers, _ = await session_cookie()
     ws = GraphQLWebSocket(TRANSPORT_WS, token=None, headers=origin_headers("https://evil.example", headers))
-    connected, _ = await ws.communicator.connect()
+    connected, _ = await ws.handshake()
     assert connected is False
 
 
@@ -393,7 +394,7 @@ async def test_losing_the_view_permission_closes_the_socket_with_4403(protocol: 
     ws = await open_with_token(protocol, issued.secret)
     await sync_to_async(issued.token.user.groups.clear)()
     assert await ws.closed_with() == (4403, "Missing permission catalog.view_source.")
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 async def test_a_demoted_superuser_loses_the_permission_for_the_next_operation_on_the_same_socket() -> None:
@@ -425,7 +426,7 @@ async def test_a_revocation_that_announces_nothing_is_caught_by_the_sockets_own_
     # A queryset update sends no signal, so nothing tells the socket.
     await ApiToken.objects.filter(pk=issued.token.pk).aupdate(revoked_at=dt.datetime.now(dt.UTC))
     assert await ws.closed_with() == (4403, "The API token has been revoked.")
-    await ws.communicator.disconnect()
+    await ws.close()
 
 
 async def test_a_check_that_cannot_reach_the_database_keeps_the_socket_serving(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -447,4 +448,4 @@ async def test_a_check_that_cannot_reach_the_database_keeps_the_socket_serving(m
     await user.asave()  # announces a change: the socket checks again, and cannot
     await asyncio.wait_for(checked.wait(), RECEIVE_TIMEOUT)
     assert await first_result(ws) == {"dataLibrary": {"windowDays": 30}}
-    await ws.communicator.disconnect()
+    await ws.close()

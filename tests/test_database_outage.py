@@ -8,10 +8,6 @@ answer, unless REQUIRE_SERVICES=1. The tests of the error mapping itself run on 
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import itertools
-import json
 import os
 import runpy
 import time
@@ -25,8 +21,6 @@ import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from accounts.tokens import digest
 from catalog import selectors, services
@@ -34,8 +28,9 @@ from catalog.errors import database_unreachable
 from graph.errors import UNAVAILABLE_MESSAGE
 from tests.support.faults import TcpProxy
 from tests.support.http import graphql, post_graphql
-from tests.support.polling import DEADLINE, poll_until
+from tests.support.polling import DEADLINE, apoll_until
 from tests.support.processes import ROOT, manage, server_env, serving
+from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
 # The PostgreSQL of `make test`'s second pass; these tests use a database of their own on it.
 POSTGRES = urlsplit(os.environ.get("SERVICES_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test")
@@ -177,65 +172,6 @@ def postgres_url(host_port: str, database: str) -> str:
 DIRECT = f"{POSTGRES.hostname}:{POSTGRES.port or 5432}"
 
 
-class Socket:
-    """A graphql-transport-ws client of the real server; frames are sorted by operation."""
-
-    def __init__(self, address: str, token: str) -> None:
-        self.address, self.token = address, token
-        self._exits = contextlib.ExitStack()
-        self._inbox: dict[str | None, list[dict[str, Any]]] = collections.defaultdict(list)
-        self._ids = (str(n) for n in itertools.count(1))
-
-    def __enter__(self) -> Socket:
-        url = f"ws://{self.address}/graphql"
-        self.connection = self._exits.enter_context(connect(url, subprotocols=["graphql-transport-ws"]))
-        self.send({"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}})
-        assert self.receive() == {"type": "connection_ack"}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._exits.close()
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.connection.send(json.dumps(message))
-
-    def receive(self) -> dict[str, Any]:
-        while True:
-            message = json.loads(self.connection.recv(timeout=DEADLINE))
-            if message["type"] == "ping":
-                self.send({"type": "pong"})
-            elif message["type"] != "pong":
-                return message
-
-    def subscribe(self, document: str, variables: dict[str, Any] | None = None) -> str:
-        operation_id = next(self._ids)
-        payload = {"query": document, "variables": variables or {}}
-        self.send({"id": operation_id, "type": "subscribe", "payload": payload})
-        return operation_id
-
-    def frame(self, operation_id: str) -> tuple[str, Any]:
-        """Return the next frame of one operation: its type and payload."""
-        while not self._inbox[operation_id]:
-            message = self.receive()
-            self._inbox[message.get("id")].append(message)
-        message = self._inbox[operation_id].pop(0)
-        return message["type"], message.get("payload")
-
-    def run(self, document: str, variables: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
-        """Return the frames of a query or mutation, up to its complete."""
-        operation_id = self.subscribe(document, variables)
-        frames = [self.frame(operation_id)]
-        while frames[-1][0] == "next":
-            frames.append(self.frame(operation_id))
-        return frames
-
-    def closed_with(self) -> tuple[int | None, str | None]:
-        with pytest.raises(ConnectionClosed):
-            while True:
-                self.receive()
-        return self.connection.close_code, self.connection.close_reason
-
-
 @dataclass(frozen=True)
 class Server:
     proxy: TcpProxy
@@ -248,8 +184,9 @@ class Server:
         """POST one operation with the admin's token; return the status and the body (JSON if it is)."""
         return post_graphql(self.address, document, variables, token=self.token)
 
-    def socket(self, token: str | None = None) -> Socket:
-        return Socket(self.address, token or self.token)
+    def socket(self, token: str | None = None) -> GraphQLWebSocket:
+        """Return a graphql-transport-ws client of the server, signed in with the admin's token or `token`."""
+        return GraphQLWebSocket(TRANSPORT_WS, address=self.address, token=token or self.token, timeout=DEADLINE)
 
     def add_source(self) -> str:
         document = 'mutation { addSource(input: {country: "France", dataVendor: "IQVIA", panel: "Retail", '
@@ -257,6 +194,17 @@ class Server:
         status, body = self.post(document)
         assert status == 200, body
         return body["data"]["addSource"]["id"]
+
+
+async def run(socket: GraphQLWebSocket, document: str, variables: dict[str, Any] | None = None) -> list[Any]:
+    """Return the frames of a query or mutation, up to its complete, as (type, payload) pairs."""
+    operation = await socket.subscribe(document, variables)
+    frames: list[tuple[str, Any]] = []
+    while not frames or frames[-1][0] == "next":
+        message = await socket.receive()
+        assert message["id"] == operation, message
+        frames.append((message["type"], message.get("payload")))
+    return frames
 
 
 # Migrate, then print two tokens: one process for all (each start of manage.py takes seconds).
@@ -318,19 +266,21 @@ def server(running_server: Server) -> Iterator[Server]:
 
 
 @pytest.mark.parametrize(("document", "field"), [(SOURCES, "sources"), (DATA_LIBRARY, "dataLibrary")])
-def test_a_query_while_the_database_is_unreachable_is_unavailable(server: Server, document: str, field: str) -> None:
-    with server.socket() as socket:  # signed in while the database answers
+async def test_a_query_while_the_database_is_unreachable_is_unavailable(
+    server: Server, document: str, field: str
+) -> None:
+    async with server.socket() as socket:  # signed in while the database answers
         server.proxy.cut()
-        assert socket.run(document) == [
+        assert await run(socket, document) == [
             ("next", {"data": None, "errors": [unavailable(document, field)]}),
             ("complete", None),
         ]
 
 
-def test_a_mutation_while_the_database_is_unreachable_is_unavailable_and_writes_nothing(server: Server) -> None:
+async def test_a_mutation_while_the_database_is_unreachable_is_unavailable_and_writes_nothing(server: Server) -> None:
     source_id = server.add_source()
     before = server.post(SOURCES), direct("SELECT count(*) FROM catalog_sourceevent")
-    with server.socket() as socket:
+    async with server.socket() as socket:
         server.proxy.cut()
         for document, field in [
             (ADD, "addSource"),
@@ -338,7 +288,7 @@ def test_a_mutation_while_the_database_is_unreachable_is_unavailable_and_writes_
             (ACTIVATE, "activateSource"),
             (DELETE, "deleteSource"),
         ]:
-            assert socket.run(document, {"id": source_id} if "$id" in document else None) == [
+            assert await run(socket, document, {"id": source_id} if "$id" in document else None) == [
                 ("next", {"data": None, "errors": [unavailable(document, field)]}),
                 ("complete", None),
             ]
@@ -346,17 +296,17 @@ def test_a_mutation_while_the_database_is_unreachable_is_unavailable_and_writes_
     assert (server.post(SOURCES), direct("SELECT count(*) FROM catalog_sourceevent")) == before
 
 
-def test_a_bearer_request_while_the_database_is_unreachable_is_unavailable(server: Server) -> None:
+async def test_a_bearer_request_while_the_database_is_unreachable_is_unavailable(server: Server) -> None:
     server.proxy.cut()
     assert server.post(SOURCES) == (503, {"errors": [unavailable()]})
 
 
-def test_the_service_recovers_by_itself_as_soon_as_the_database_returns(server: Server) -> None:
+async def test_the_service_recovers_by_itself_as_soon_as_the_database_returns(server: Server) -> None:
     listing = server.post(SOURCES)
     assert listing[0] == 200
-    with server.socket() as socket:
+    async with server.socket() as socket:
         server.proxy.cut()
-        assert socket.run(SOURCES) == [
+        assert await run(socket, SOURCES) == [
             ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
             ("complete", None),
         ]
@@ -364,54 +314,56 @@ def test_the_service_recovers_by_itself_as_soon_as_the_database_returns(server: 
         server.proxy.restore()
         # The very next request of each kind succeeds: no restart, no retry.
         assert server.post(SOURCES) == listing
-        assert socket.run(SOURCES) == [("next", listing[1]), ("complete", None)]
-    with server.socket() as fresh:
-        assert fresh.run(SOURCES) == [("next", listing[1]), ("complete", None)]
+        assert await run(socket, SOURCES) == [("next", listing[1]), ("complete", None)]
+    async with server.socket() as fresh:
+        assert await run(fresh, SOURCES) == [("next", listing[1]), ("complete", None)]
 
 
-def test_a_live_subscription_waits_out_the_outage_and_follows_changes_after_it(server: Server) -> None:
+async def test_a_live_subscription_waits_out_the_outage_and_follows_changes_after_it(server: Server) -> None:
     live = "subscription { sources { id } }"
-    with server.socket() as socket:
-        first = socket.subscribe(live)
-        assert socket.frame(first)[0] == "next"
+    async with server.socket() as socket:
+        first = await socket.subscribe(live)
+        await socket.next_payload(first)
         logged = len(server.log.read_text())
         server.proxy.cut()
         # Its regular look at the change log (SUBSCRIPTION_CATCH_UP_SECONDS) meets the outage,
         # and skips it: nothing changed, nothing to send.
-        poll_until(
+        await apoll_until(
             lambda: "Catch-up check skipped: the database is unreachable" in server.log.read_text()[logged:],
             "skipped catch-up check in the log",
         )
         server.proxy.restore()
         source_id = server.add_source()
-        kind, payload = socket.frame(first)
-        assert (kind, source_id in {source["id"] for source in payload["data"]["sources"]}) == ("next", True)
+        payload = await socket.next_payload(first)
+        assert source_id in {source["id"] for source in payload["data"]["sources"]}
 
 
-def test_an_open_socket_outlives_an_outage_and_checks_its_credentials_again_after_it(server: Server) -> None:
-    with server.socket(server.revocable_token) as socket:
+async def test_an_open_socket_outlives_an_outage_and_checks_its_credentials_again_after_it(server: Server) -> None:
+    async with server.socket(server.revocable_token) as socket:
         logged = len(server.log.read_text())
         server.proxy.cut()
-        poll_until(
+        await apoll_until(
             lambda: "Could not check a socket's credentials again" in server.log.read_text()[logged:],
             "failed credential check in the log",
         )
-        assert socket.run(SOURCES) == [
+        assert await run(socket, SOURCES) == [
             ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
             ("complete", None),
         ]
         server.proxy.restore()
         # Revoked behind the service's back (no signal): only its own regular check can notice.
         direct("UPDATE accounts_apitoken SET revoked_at = now() WHERE digest = %s", digest(server.revocable_token))
-        code, _ = socket.closed_with()  # daphne passes no close reason on
+        code, _ = await socket.closed_with()  # daphne passes no close reason on
         assert code == 4403
 
 
-def test_a_database_that_drops_packets_is_unavailable_after_the_connect_timeout_not_minutes(server: Server) -> None:
-    with server.socket() as socket:
+async def test_a_database_that_drops_packets_is_unavailable_after_the_connect_timeout_not_minutes(
+    server: Server,
+) -> None:
+    async with server.socket() as socket:
         server.proxy.stall()
         started = time.monotonic()
-        assert socket.run(SOURCES) == [
+        assert await run(socket, SOURCES) == [
             ("next", {"data": None, "errors": [unavailable(SOURCES, "sources")]}),
             ("complete", None),
         ]

@@ -12,7 +12,7 @@ from django.test import AsyncClient
 from catalog.models import Source, SourceStatus
 from tests.support.http import graphql
 from tests.support.sources import catalog_state
-from tests.wsclient import LEGACY_WS, GraphQLWebSocket
+from tests.support.websocket import LEGACY_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

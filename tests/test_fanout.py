@@ -13,7 +13,7 @@ from catalog import selectors, services
 from catalog.models import SourceEvent
 from graph import subscriptions
 from tests.support.sources import source_values
-from tests.wsclient import PROTOCOLS, GraphQLWebSocket
+from tests.support.websocket import PROTOCOLS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

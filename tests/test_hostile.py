@@ -19,25 +19,15 @@ from typing import Any, NamedTuple
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import AsyncClient
 
 from accounts.tokens import token_create, token_revoke
 from catalog import services
-from catalog.topics import SOURCES_TOPIC
-from project.asgi import application
 from tests.support.http import graphql
 from tests.support.identities import make_user
+from tests.support.listening import listening_subscriptions, until_listening
 from tests.support.sources import catalog_state
-from tests.wsclient import (
-    LEGACY_WS,
-    PROTOCOLS,
-    RECEIVE_TIMEOUT,
-    TRANSPORT_WS,
-    GraphQLWebSocket,
-    group_size,
-    until_joined,
-)
+from tests.support.websocket import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, Close, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -117,9 +107,10 @@ async def watched() -> AsyncIterator[str]:
     )
     source_id = str(source.pk)
     async with GraphQLWebSocket(TRANSPORT_WS) as observer:
-        members = await group_size(SOURCES_TOPIC) + 1
+        # Counted first: a subscription of an earlier test may not have stopped listening yet.
+        already = await listening_subscriptions()
         operation = await observer.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC, members)
+        await until_listening(already + 1)
         before = await catalog_state()
         yield source_id
         assert await catalog_state() == before
@@ -254,11 +245,6 @@ async def test_a_hostile_request_gets_its_documented_answer_and_changes_nothing(
 
 
 # --- WebSocket
-
-
-class Close(NamedTuple):
-    code: int
-    reason: str
 
 
 class Error(NamedTuple):
@@ -429,12 +415,10 @@ async def answers(ws: GraphQLWebSocket, count: int) -> list[Any]:
     """Return the next `count` frames (not keep-alives), or fewer and a Close when the socket closes first."""
     received: list[Any] = []
     while len(received) < count:
-        output = await ws.communicator.receive_output(timeout=RECEIVE_TIMEOUT)
-        if output["type"] == "websocket.close":
-            return [*received, Close(output.get("code"), output.get("reason", ""))]
-        frame = json.loads(output["text"])
-        if frame["type"] != "ka":
-            received.append(without_locations(frame))
+        message = await ws.next_message()
+        if isinstance(message, Close):
+            return [*received, message]
+        received.append(without_locations(message))
     return received
 
 
@@ -450,10 +434,10 @@ async def resolve(item: Any, protocol: str, source_id: str) -> Any:
 
 async def send_frame(ws: GraphQLWebSocket, frame: Any, protocol: str, source_id: str) -> None:
     if isinstance(frame, bytes):
-        await ws.communicator.send_to(bytes_data=(await fill(frame.decode(), source_id, WORDS[protocol])).encode())
+        await ws.send((await fill(frame.decode(), source_id, WORDS[protocol])).encode())
     else:
         text = frame if isinstance(frame, str) else json.dumps(frame)
-        await ws.communicator.send_to(text_data=await fill(text, source_id, WORDS[protocol]))
+        await ws.send(await fill(text, source_id, WORDS[protocol]))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -466,7 +450,7 @@ async def test_a_hostile_socket_gets_its_documented_answer_and_changes_nothing(
             settings.GRAPHQL_CONNECTION_INIT_TIMEOUT = case.init_timeout
         token = await secret_of(case.token) if case.token else None
         ws = GraphQLWebSocket(protocol, token=token, headers=list(case.headers))
-        await (ws.__aenter__() if token else ws.open())
+        await (ws.connect() if token else ws.open())
         try:
             for frame in case.frames:
                 await send_frame(ws, frame, protocol, source_id)
@@ -478,17 +462,17 @@ async def test_a_hostile_socket_gets_its_documented_answer_and_changes_nothing(
                 assert await answers(ws, 2) == [await resolve(item, protocol, source_id) for item in PROBE_ANSWER]
         finally:
             with contextlib.suppress(asyncio.CancelledError):
-                await ws.communicator.disconnect()
+                await ws.close()
 
 
 @pytest.mark.parametrize("offered", [["chat"], []], ids=["unknown-subprotocol", "no-subprotocol"])
 async def test_a_socket_without_a_known_subprotocol_is_closed_with_4406(offered: list[str]) -> None:
     async with watched():
-        communicator = WebsocketCommunicator(application, "/graphql", subprotocols=offered)
-        assert await communicator.connect(timeout=RECEIVE_TIMEOUT) == (True, None)
-        closed = await communicator.receive_output(timeout=RECEIVE_TIMEOUT)
-        assert closed == {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
-        await communicator.disconnect()
+        ws = GraphQLWebSocket(offered[0] if offered else None, token=None)
+        assert await ws.handshake() == (True, None)
+        # The very next thing the socket says: nothing comes before the close.
+        assert await ws.next_message() == Close(4406, "Subprotocol not acceptable")
+        await ws.close()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -500,4 +484,4 @@ async def test_a_cross_site_handshake_with_a_session_cookie_is_refused(protocol:
         headers = [(b"origin", b"https://evil.example"), (b"host", b"testserver"), (b"cookie", cookie)]
         ws = GraphQLWebSocket(protocol, headers=headers)
         # Closed before the accept (a server answers the handshake with HTTP 403); Channels' test client says 1000.
-        assert await ws.communicator.connect(timeout=RECEIVE_TIMEOUT) == (False, 1000)
+        assert await ws.handshake() == (False, 1000)

@@ -13,7 +13,7 @@ from django.utils import timezone
 from catalog import models, services
 from graph import subscriptions
 from tests.support.sources import source_values
-from tests.wsclient import TRANSPORT_WS, GraphQLWebSocket
+from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 

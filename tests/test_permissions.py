@@ -7,11 +7,11 @@ from asgiref.sync import sync_to_async
 
 from catalog import services
 from catalog.models import SourceStatus
-from catalog.topics import SOURCES_TOPIC
 from tests.support.http import graphql
 from tests.support.identities import issue_token
+from tests.support.listening import until_listening
 from tests.support.sources import catalog_state
-from tests.wsclient import PROTOCOLS, GraphQLWebSocket, until_joined
+from tests.support.websocket import PROTOCOLS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,12 +124,12 @@ async def test_subscription(protocol: str, operation: str, role: str) -> None:
         await ws.open()
         await ws.send({"type": "connection_init", "payload": {}})
         assert (await ws.closed_with())[0] == 4403
-        await ws.communicator.disconnect()
+        await ws.close()
         return
     async with GraphQLWebSocket(protocol, token=await token_of(role)) as ws:
         subscription = await ws.subscribe(SUBSCRIPTIONS[operation], variables)
         if operation == "sourceEvents":  # sends nothing until a change: make one once it listens
-            await until_joined(SOURCES_TOPIC)
+            await until_listening(1)
             await sync_to_async(services.source_update)(actor="setup", source_id=variables["id"], data={"panel": "Q"})
         expected = {
             "sourceEvents": {"sourceEvents": {"kind": "UPDATED"}},

@@ -8,9 +8,9 @@ from django.db import transaction
 
 from catalog import services
 from catalog.models import Source, SourceEvent
-from catalog.topics import SOURCES_TOPIC
+from tests.support.listening import until_listening
 from tests.support.sources import source_values
-from tests.wsclient import TRANSPORT_WS, GraphQLWebSocket, until_joined
+from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +28,7 @@ def create(**overrides: str) -> str:
 async def test_a_rolled_back_change_publishes_nothing() -> None:
     async with GraphQLWebSocket(TRANSPORT_WS) as ws:
         operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC)
+        await until_listening(1)
 
         @sync_to_async
         def create_then_roll_back() -> None:
@@ -48,7 +48,7 @@ async def test_a_rolled_back_change_publishes_nothing() -> None:
 async def test_a_rolled_back_savepoint_publishes_nothing_though_the_outer_transaction_commits() -> None:
     async with GraphQLWebSocket(TRANSPORT_WS) as ws:
         operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC)
+        await until_listening(1)
 
         @sync_to_async
         def outer() -> str:
@@ -68,7 +68,7 @@ async def test_a_rolled_back_savepoint_publishes_nothing_though_the_outer_transa
 async def test_changes_inside_one_transaction_are_each_published_once_after_it_commits() -> None:
     async with GraphQLWebSocket(TRANSPORT_WS) as ws:
         operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC)
+        await until_listening(1)
 
         @sync_to_async
         def several_changes() -> str:
@@ -95,7 +95,7 @@ async def test_an_update_that_changes_nothing_is_not_a_change() -> None:
     async with GraphQLWebSocket(TRANSPORT_WS) as ws:
         source_id = await sync_to_async(create)(country="Same")
         operation = await ws.subscribe(EVENTS)
-        await until_joined(SOURCES_TOPIC)
+        await until_listening(1)
 
         unchanged = await sync_to_async(services.source_update)(
             actor=None, source_id=source_id, data={"country": "  Same  "}

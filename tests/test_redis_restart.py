@@ -6,11 +6,10 @@ be killed and started again without disturbing anything else; the database is th
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from tests.support.polling import poll_until
 from tests.support.processes import free_port
 from tests.support.services import needs_services, servers
 from tests.support.sources import source_values
-from tests.test_several_processes import UPDATE, Subscriber, post, until_live
+from tests.support.subscribers import UPDATED, Subscriber, change_scope, until_live
 
 pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]
 
@@ -68,14 +67,12 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
     ):
         token = await sync_to_async(issue_token)("admin", username="redis-restart")
         source = str((await sync_to_async(Source.objects.create)(**source_values())).pk)
-        subscribers = [Subscriber(subscribed, token), Subscriber(written, token)]
-        tasks = [asyncio.ensure_future(subscriber.run()) for subscriber in subscribers]
-        try:
+        async with AsyncExitStack() as stack:
+            subscribers = [await stack.enter_async_context(Subscriber(a, token)) for a in (subscribed, written)]
             warm_up = await until_live(subscribers, token, written)
 
             async def change(scope: str) -> None:
-                result = await sync_to_async(post)(written, token, UPDATE, {"id": source, "scope": scope})
-                assert result == {"data": {"updateSource": {"__typename": "Source"}}}
+                assert await sync_to_async(change_scope)(written, token, source, scope) == UPDATED
 
             await change("before the restart")
             first_redis.kill()
@@ -90,8 +87,11 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
                 expected = await sync_to_async(_scopes_logged)(source)
                 assert expected == ["before the restart", "while Redis is down", "after the restart"]
                 for subscriber in subscribers:
-                    async with asyncio.timeout(RECOVERY_SECONDS):
-                        await subscriber.until(lambda events: len([e for e in events if e["sourceId"] == source]) >= 3)
+                    await subscriber.until(
+                        lambda events: len([e for e in events if e["sourceId"] == source]) >= 3,
+                        "every change, once Redis is back",
+                        within=RECOVERY_SECONDS,
+                    )
                     received = [
                         e["source"]["scopeOfSubscription"] for e in subscriber.events if e["sourceId"] == source
                     ]
@@ -102,11 +102,8 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
                     {"status": "ready", "failing": [], "checks": {"database": "ok", "channel_layer": "ok"}},
                 )
                 # The sockets stayed open throughout, and both processes still serve.
-                assert [task.done() for task in tasks] == [False, False], [t.exception() for t in tasks if t.done()]
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                for subscriber in subscribers:
+                    subscriber.assert_open()
 
 
 def _scopes_logged(source: str) -> list[str]:

@@ -1,38 +1,30 @@
-"""Two real daphne processes sharing PostgreSQL and Redis: every change reaches every subscriber.
+"""Two real server processes sharing PostgreSQL and Redis: every change reaches every subscriber.
 
-The subscribers are raw `graphql-transport-ws` clients (the `websockets` library) on both
-processes; the writers are HTTP clients sending mutations as fast as eight threads can.
+The subscribers are `graphql-transport-ws` clients over real sockets on both processes; the
+writers are HTTP clients sending mutations as fast as eight threads can.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from asgiref.sync import sync_to_async
 
 from catalog.models import Source, SourceEvent, last_sequence
 from tests.support.identities import issue_token
 from tests.support.services import needs_services, servers
 from tests.support.sources import source_values
+from tests.support.subscribers import UPDATED, Subscriber, change_scope, until_live
 
 pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]
 
 WRITERS = 8
-RECEIVE_TIMEOUT = 30
-UPDATE = """
-mutation ($id: ID!, $scope: String!) {
-  updateSource(id: $id, input: {scopeOfSubscription: $scope}) { __typename }
-}
-"""
-EVENTS = "subscription { sourceEvents { cursor kind sourceId version source { scopeOfSubscription } } }"
 
 
 @pytest.fixture
@@ -43,84 +35,21 @@ def two_processes(django_db_setup: None, tmp_path: Path) -> Iterator[list[str]]:
         yield addresses
 
 
-def post(address: str, token: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://{address}/graphql",
-        data=json.dumps({"query": query, "variables": variables}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=RECEIVE_TIMEOUT) as response:  # noqa: S310 (loopback test server)
-        return json.load(response)
-
-
-class Subscriber:
-    """One socket with one `sourceEvents` subscription, collecting every event it is sent."""
-
-    def __init__(self, address: str, token: str) -> None:
-        self.address = address
-        self.token = token
-        self.events: list[dict[str, Any]] = []
-        self.arrived = asyncio.Event()  # set on each event; the waiter clears it
-
-    async def run(self) -> None:
-        url = f"ws://{self.address}/graphql"
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:
-            await socket.send(
-                json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {self.token}"}})
-            )
-            assert json.loads(await socket.recv()) == {"type": "connection_ack"}
-            await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": EVENTS}}))
-            async for frame in socket:
-                message = json.loads(frame)
-                assert message["type"] == "next" and "errors" not in message["payload"], message
-                self.events.append(message["payload"]["data"]["sourceEvents"])
-                self.arrived.set()
-
-    async def until(self, condition: Any) -> None:
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            while not condition(self.events):
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-async def until_live(subscribers: list[Subscriber], token: str, address: str) -> str:
-    """Change a source until every subscriber has received one of its changes; return its id.
-
-    A `sourceEvents` subscription sends nothing when it starts, so a change is the only sign
-    that it is live. Changes made before it is may never reach it, hence one change per round.
-    """
-    warm_up = str((await sync_to_async(Source.objects.create)(**source_values(panel="Warm-up"))).pk)
-    for round_number in range(50):
-        await sync_to_async(post)(address, token, UPDATE, {"id": warm_up, "scope": f"warm-up {round_number}"})
-        waits = [s.until(lambda events: any(e["sourceId"] == warm_up for e in events)) for s in subscribers]
-        try:
-            async with asyncio.timeout(1):
-                await asyncio.gather(*waits)
-            return warm_up
-        except TimeoutError:
-            continue  # some subscriber joined after this change: make another
-    raise AssertionError("the subscribers never received a change")
-
-
 async def write_concurrently(changes: list[tuple[str, str, str]], token: str) -> None:
     """Send each (address, source id, scope) update, WRITERS at a time; every one must succeed."""
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(WRITERS) as pool:
         results = await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, post, address, token, UPDATE, {"id": pk, "scope": scope})
-                for address, pk, scope in changes
-            )
+            *(loop.run_in_executor(pool, change_scope, address, token, pk, scope) for address, pk, scope in changes)
         )
-    assert [result for result in results if result != {"data": {"updateSource": {"__typename": "Source"}}}] == []
+    assert [result for result in results if result != UPDATED] == []
 
 
 async def run_scenario(subscribe_on: list[str], write_through: list[str], changes: int) -> None:
     token = await sync_to_async(issue_token)("admin", username="several-processes")
     sources = [str(pk) for pk in await sync_to_async(_make_sources)(10)]
-    subscribers = [Subscriber(address, token) for address in subscribe_on]
-    tasks = [asyncio.ensure_future(subscriber.run()) for subscriber in subscribers]
-    try:
+    async with AsyncExitStack() as stack:
+        subscribers = [await stack.enter_async_context(Subscriber(address, token)) for address in subscribe_on]
         warm_up = await until_live(subscribers, token, write_through[0])
         start = await sync_to_async(last_sequence)()
         plan = [
@@ -131,15 +60,15 @@ async def run_scenario(subscribe_on: list[str], write_through: list[str], change
         logged = await sync_to_async(_logged_after)(start, warm_up)
         assert len(logged) == changes
         for subscriber in subscribers:
-            await subscriber.until(lambda events: len([e for e in events if e["sourceId"] != warm_up]) >= changes)
+            await subscriber.until(
+                lambda events: len([e for e in events if e["sourceId"] != warm_up]) >= changes,
+                f"{changes} changes received",
+            )
             received = [e for e in subscriber.events if e["sourceId"] != warm_up]
             # Every change once, in commit order: exactly the log, in the log's order.
             assert received == logged, f"subscriber on {subscriber.address}"
-        assert all(not task.done() for task in tasks), [task.exception() for task in tasks if task.done()]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for subscriber in subscribers:
+            subscriber.assert_open()
 
 
 def _make_sources(count: int) -> list[Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import signal
 import socket
@@ -16,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import websockets
 
-from tests.support.polling import DEADLINE, poll_until
+from tests.support.polling import DEADLINE, apoll_until, poll_until
 from tests.support.processes import ROOT, Server, free_port, manage, server_env, serving
+from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
-TRANSPORT_WS = "graphql-transport-ws"
 GOING_AWAY = 1001
 # The time a stopped reactor takes to shut down once the drain has ended.
 EXIT_MARGIN = 3
@@ -69,17 +66,10 @@ def shutdown_lines(server: Server) -> list[str]:
     return [line for line in server.log.read_text().splitlines() if line.startswith("Shutdown")]
 
 
-async def subscribed(server: Server, token: str) -> websockets.ClientConnection:
-    """Return a socket signed in with `token` and running a subscription that sent its first result."""
-    ws = await websockets.connect(f"ws://{server.address}/graphql", subprotocols=[TRANSPORT_WS])
-    await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
-    assert json.loads(await ws.recv()) == {"type": "connection_ack"}
-    query = "subscription { dataLibrary { sections { key } } }"
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-    assert {key: value for key, value in json.loads(await ws.recv()).items() if key != "payload"} == {
-        "id": "1",
-        "type": "next",
-    }
+async def subscribed(ws: GraphQLWebSocket) -> GraphQLWebSocket:
+    """Sign `ws` in and run a subscription on it until it has sent its first result."""
+    await ws.connect()
+    await ws.next_payload(await ws.subscribe("subscription { dataLibrary { sections { key } } }"))
     return ws
 
 
@@ -119,18 +109,15 @@ async def test_sigterm_closes_every_socket_with_1001_refuses_connections_and_exi
     database: Database, tmp_path: Path
 ) -> None:
     with running(database, tmp_path / "serve.log") as server:
-        sockets = [await subscribed(server, database.token), await subscribed(server, database.token)]
-        sockets.append(await websockets.connect(f"ws://{server.address}/graphql", subprotocols=[TRANSPORT_WS]))
+        sockets = [GraphQLWebSocket(TRANSPORT_WS, address=server.address, token=database.token) for _ in range(3)]
+        await subscribed(sockets[0])
+        await subscribed(sockets[1])
+        await sockets[2].open()  # and no connection_init
 
         server.process.send_signal(signal.SIGTERM)
-        for ws in sockets:
-            with pytest.raises(websockets.ConnectionClosedOK):  # 1001 counts as a normal closure
-                while True:  # a subscription may still send a result before the close frame
-                    await ws.recv()
-            await asyncio.wait_for(ws.wait_closed(), DEADLINE)
-
-        assert [ws.close_code for ws in sockets] == [GOING_AWAY] * 3
-        poll_until(lambda: refuses_connections(server.port), "connections refused")
+        # A subscription may still send a result before the close frame: closed_with() reads past it.
+        assert [(await ws.closed_with()).code for ws in sockets] == [GOING_AWAY] * 3
+        await apoll_until(lambda: refuses_connections(server.port), "connections refused")
         assert server.process.wait(timeout=10 + EXIT_MARGIN) == 0  # the default grace period
     started, ended = shutdown_lines(server)
     assert (

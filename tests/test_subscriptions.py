@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from catalog.models import project_today
-from catalog.topics import SOURCES_TOPIC
+from tests.support.listening import until_listening
+from tests.support.websocket import PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket
 from tests.support.writers import WRITERS, make_writer
-from tests.wsclient import PROTOCOLS, TRANSPORT_WS, GraphQLWebSocket, until_joined
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,7 +63,7 @@ async def test_source_events_delivers_each_change_once_in_order(protocol: str, w
         operation = await ws.subscribe(
             "subscription { sourceEvents { cursor kind sourceId version actor source { %s } } }" % SOURCE_FIELDS
         )
-        await until_joined(SOURCES_TOPIC)
+        await until_listening(1)
         cursors: list[str] = []
 
         async def on_change(kind: str, source_id: str) -> None:
