@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.http import get
 from tests.support.polling import DEADLINE, apoll_until, poll_until
 from tests.support.processes import ROOT, Server, free_port, manage, server_env, serving
 from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
@@ -99,9 +100,12 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def unfinished_request(port: int) -> socket.socket:
-    """Start an HTTP request whose body never comes: an upload from a very slow client."""
+    """Start an HTTP request whose body never comes (an upload from a very slow client); return once accepted."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+    # The server accepts connections in the order they came: once it has answered a later one,
+    # it has accepted this one, which a signal sent now must then wait for.
+    assert get(f"127.0.0.1:{port}", "/healthz") == (200, {"status": "ok"})
     return sock
 
 

@@ -68,16 +68,17 @@ class Server:
         return f"http://{self.address}"
 
     def answers(self, *, ready: bool = False) -> bool:
-        """Return whether the port accepts connections (with `ready`: whether /readyz says 200).
+        """Return whether /healthz answers 200 (with `ready`: whether /readyz does, too).
 
         Fail at once, with the log, when the process has exited.
         """
         assert self.process.poll() is None, f"the server on port {self.port} exited:\n{self.log.read_text()}"
+        # An answer, not only an open port: the port listens before the reactor runs, and
+        # project.serve installs its SIGTERM handler only once it runs.
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
+            return get(self.address, "/healthz")[0] == 200 and (not ready or get(self.address, "/readyz")[0] == 200)
+        except OSError:  # nothing listens yet
             return False
-        return not ready or get(self.address, "/readyz")[0] == 200
 
 
 @contextmanager
@@ -86,8 +87,8 @@ def serving(
 ) -> Iterator[Server]:
     """Run one server with `env` until the block ends; enter the block once it answers.
 
-    `program`: PROJECT_SERVE or SCRIPTS_SERVE. `ready`: wait for /readyz to answer 200 (the
-    database and the channel layer answer), not only for the port to accept connections.
+    It answers when /healthz says 200. `program`: PROJECT_SERVE or SCRIPTS_SERVE. `ready`: wait
+    for /readyz to say 200 too (the database and the channel layer answer).
     """
     with serving_several(env, [log], program=program, ready=ready) as (server,):
         yield server
