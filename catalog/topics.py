@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
-
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from catalog.models import SourceEvent
 
-# Channel-layer message types; a consumer's listen_to_channel must use exactly these. The
-# same change is sent with a different type to each kind of topic, because a consumer hands a
-# message to every subscription listening for its type, whichever group it came through.
-SOURCE_CHANGED = "catalog.source_changed"  # sent to SOURCES_TOPIC
-WATCHED_SOURCE_CHANGED = "catalog.watched_source_changed"  # sent to source_topic(id)
+# The channel-layer message type of a committed change.
+SOURCE_CHANGED = "catalog.source_changed"
 
-# Every change to any source: live lists, the data library and the event stream listen here.
+# Every change to any source, announced once: each process's change feed listens here.
 SOURCES_TOPIC = "catalog.sources"
 
 
-def source_topic(source_id: uuid.UUID | str) -> str:
-    """Return the topic of one source's changes (ASCII, well under 100 characters)."""
-    return f"catalog.source.{uuid.UUID(str(source_id)).hex}"
-
-
-def source_changed_message(event: SourceEvent, message_type: str = SOURCE_CHANGED) -> dict[str, object]:
+def source_changed_message(event: SourceEvent) -> dict[str, object]:
     """Return the small message that announces a committed change (ids, not instances)."""
     return {
-        "type": message_type,
+        "type": SOURCE_CHANGED,
         "event_id": event.id,
         "sequence": event.sequence,
         "source_id": str(event.source_id),
@@ -41,9 +31,8 @@ def publish_source_event(event: SourceEvent) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    send = async_to_sync(layer.group_send)
-    send(SOURCES_TOPIC, source_changed_message(event))
-    send(source_topic(event.source_id), source_changed_message(event, WATCHED_SOURCE_CHANGED))
+    # One topic: each process's change feed (graph.feed) hears it once for all its subscribers.
+    async_to_sync(layer.group_send)(SOURCES_TOPIC, source_changed_message(event))
 
 
 # --- Access: sockets listen for changes to the credentials they were opened with.

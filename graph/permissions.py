@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied
 from strawberry.types import Info
@@ -34,15 +36,36 @@ class MissingPermission(PermissionDenied):
         super().__init__(f"Missing permission {permission}.")
 
 
+# In the context of a cohort's run (graph.cohorts), the permissions that every member's
+# socket was checked for when it joined: one run serves many sockets, none of them its own.
+MEMBERS_HOLD = "members_hold"
+# What a socket must hold to join a cohort: every subscription field needs it.
+LIVE_PERMISSIONS = frozenset({VIEW_SOURCE})
+
+
 def require(info: Info, permission: str) -> None:
     """Raise MissingPermission unless the user has `permission` (sync resolvers)."""
+    if permission in _members_hold(info):
+        return
     user = current_user(info)
-    if over_websocket(info) and user.is_authenticated:
+    if not (has_permission_now(user, permission) if over_websocket(info) else user.has_perm(permission)):
+        raise MissingPermission(permission)
+
+
+def has_permission_now(user: Any, permission: str) -> bool:
+    """Return whether `user` has `permission`, read afresh (a socket keeps its user for hours)."""
+    if user.is_authenticated:
         user.refresh_from_db(fields=["is_active", "is_superuser"])
         for cache in _PERMISSION_CACHES:
             user.__dict__.pop(cache, None)
-    if not user.has_perm(permission):
-        raise MissingPermission(permission)
+    return user.has_perm(permission)
+
+
+def _members_hold(info: Info) -> frozenset[str]:
+    try:
+        return info.context[MEMBERS_HOLD]
+    except (KeyError, TypeError, AttributeError):  # a request's context, not a cohort's
+        return frozenset()
 
 
 async def arequire(info: Info, permission: str) -> None:

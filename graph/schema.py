@@ -15,6 +15,7 @@ from strawberry_django.pagination import OffsetPaginationInput
 from catalog import selectors, services
 from graph.context import actor_name
 from graph.errors import ErrorCodes, Schema
+from graph.execution import LiveExecutionContext
 from graph.limits import document_limits
 from graph.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page, sources_queryset
 from graph.permissions import ADD_SOURCE, CHANGE_SOURCE, DELETE_SOURCE, VIEW_SOURCE, arequire, require
@@ -115,4 +116,5 @@ schema = Schema(
     subscription=Subscription,
     extensions=[*document_limits(), DjangoOptimizerExtension, ErrorCodes],
     scalar_overrides={dt.date: DateScalar},
+    execution_context_class=LiveExecutionContext,
 )

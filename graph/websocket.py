@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -20,10 +21,14 @@ from channels.auth import get_user
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+    _OperationStreamClosed,
+)
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -32,9 +37,10 @@ from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode, database_unreachable
 from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
+from graph import cohorts
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
-from graph.permissions import VIEW_SOURCE
+from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, has_permission_now
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,14 @@ def _limit_error(limit: int | None) -> GraphQLError:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws as Strawberry speaks it, closer to the letter of the protocol."""
+    """graphql-transport-ws as Strawberry speaks it, closer to the letter of the protocol.
+
+    A subscription is served from its cohort (graph.cohorts), by operation id.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.members: dict[str, cohorts.Member] = {}
 
     async def handle_connection_init(self, message: Any) -> None:
         # The protocol allows `"payload": null`; Strawberry would close with 4400 for it.
@@ -80,6 +93,35 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
             return
         await super().handle_subscribe(message)
 
+    async def run_operation(self, operation: Operation) -> None:
+        consumer = self.websocket.ws_consumer
+        if not is_subscription(operation.query, operation.operation_name) or not await consumer.may_join_cohorts():
+            await super().run_operation(operation)  # answered on its own, as Strawberry does
+            return
+        member = cohorts.Member(frame_head(operation.id, "next"), consumer.send_frame)
+        self.members[operation.id] = member
+        try:
+            failure = await cohorts.serve(
+                cohorts.operation_key(operation.query, operation.operation_name, operation.variables),
+                member,
+                functools.partial(_run, self.schema, operation.query, operation.variables, operation.operation_name),
+            )
+            if failure is not None:
+                await self._handle_pre_execution_error(operation, failure)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except _OperationStreamClosed:
+            return
+        except Exception as error:  # as Strawberry's run_operation: logged, and the operation completes
+            await self.handle_task_exception(error)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+        finally:
+            self.members.pop(operation.id, None)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _stop(self.members, operation_id)  # not one more frame for it, from now on
+        await super().cleanup_operation(operation_id)
+
 
 class LegacyWSHandler(BaseGraphQLWSHandler):
     """The legacy graphql-ws subprotocol, held to the rules of graphql-transport-ws.
@@ -89,6 +131,10 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
     """
 
     init_received = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.members: dict[str, cohorts.Member] = {}
 
     async def handle(self) -> None:
         deadline = asyncio.create_task(self._close_unless_initialised())
@@ -138,6 +184,76 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
             return
         await super().handle_start(message)
 
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
+    ) -> None:
+        consumer = self.websocket.ws_consumer
+        if not is_subscription(query, operation_name) or not await consumer.may_join_cohorts():
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame)
+        self.members[operation_id] = member
+        try:
+            failure = await cohorts.serve(
+                cohorts.operation_key(query, operation_name, variables),
+                member,
+                functools.partial(_run, self.schema, query, variables, operation_name),
+            )
+            if failure is not None:
+                await self.send_message({"type": "error", "id": operation_id, "payload": failure.errors[0].formatted})
+                return
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:  # stopped: as Strawberry's handler, say it is complete
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.members.pop(operation_id, None)
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        _stop(self.members, operation_id)
+        await super().cleanup_operation(operation_id)
+
+
+def is_subscription(query: object, operation_name: object) -> bool:
+    """Return whether the operation to run is a subscription of a document that parses.
+
+    Anything else (a query, a mutation, a document with an error) is run by Strawberry on its
+    own, which answers errors the way each protocol wants.
+    """
+    return isinstance(query, str) and isinstance(operation_name, str | None) and _is_subscription(query, operation_name)
+
+
+@functools.lru_cache(maxsize=128)
+def _is_subscription(query: str, operation_name: str | None) -> bool:
+    try:
+        document = parse(query, no_location=True, max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return False
+    operations = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [node for node in operations if node.name is not None and node.name.value == operation_name]
+    return len(operations) == 1 and operations[0].operation == OperationType.SUBSCRIPTION
+
+
+def frame_head(operation_id: str, message_type: str) -> str:
+    """Return a result frame of the operation up to its payload: the payload and "}" follow."""
+    return f'{{"id":{json.dumps(operation_id)},"type":"{message_type}","payload":'
+
+
+async def _run(schema: Any, query: str, variables: dict[str, object] | None, operation_name: str | None) -> Any:
+    """Start a cohort's run: the operation, in a context of its own (no socket's)."""
+    context = {"request": None, "response": None, "ws": None, MEMBERS_HOLD: LIVE_PERMISSIONS}
+    return await schema.subscribe(
+        query, variable_values=variables, context_value=context, operation_name=operation_name
+    )
+
+
+def _stop(members: dict[str, cohorts.Member], operation_id: str) -> None:
+    member = members.get(operation_id)
+    if member is not None:
+        member.stopped = True
+
 
 class GraphQLConsumer(GraphQLWSConsumer):
     """Strawberry's Channels consumer that signs the socket in and keeps checking it may stay."""
@@ -161,6 +277,27 @@ class GraphQLConsumer(GraphQLWSConsumer):
     async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
         self.subprotocol = subprotocol
         return await super().create_websocket_response(request, subprotocol)
+
+    async def may_join_cohorts(self) -> bool:
+        """Return whether the socket's user holds, now, what every member of a cohort must."""
+        user = self.scope.get("user")
+        if user is None:
+            return False
+
+        def holds() -> bool:
+            return all(has_permission_now(user, permission) for permission in LIVE_PERMISSIONS)
+
+        try:
+            return await sync_to_async(holds)()
+        except OperationalError as error:
+            if not database_unreachable(error):
+                raise
+            return False  # run on its own, the operation reports the outage
+
+    async def send_frame(self, text: str) -> None:
+        """Send a frame built elsewhere (a cohort's result), straight to the socket."""
+        if not self._closed:
+            await self.base_send({"type": "websocket.send", "text": text})
 
     def decode_json(self, data: str | bytes) -> object:
         return json.loads(data)  # already checked by frame_problem, nesting included

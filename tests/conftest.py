@@ -8,6 +8,8 @@ import pytest
 from asgiref.sync import SyncToAsync
 from django.db import connections
 
+from graph.worker import close_worker_connections
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Any:
@@ -18,3 +20,4 @@ def _close_worker_thread_connections(django_db_setup: None, django_db_blocker: A
     yield
     with django_db_blocker.unblock():
         SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+        close_worker_connections()

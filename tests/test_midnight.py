@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from catalog import models, services
-from graph import subscriptions
+from graph import feed
 from tests.support.sources import source_values
 from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
@@ -34,7 +34,7 @@ PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 def test_seconds_until_day_after_counts_to_just_after_midnight_in_paris(
     day: dt.date, now: dt.datetime, seconds: int
 ) -> None:
-    assert subscriptions.seconds_until_day_after(day, now) == seconds
+    assert feed.seconds_until_day_after(day, now) == seconds
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> asyncio.Condition:
         async with moved:
             await moved.wait_for(lambda: models.project_today() > after)
 
-    monkeypatch.setattr(subscriptions, "next_day", next_day)
+    monkeypatch.setattr(feed, "next_day", next_day)
     return moved
 
 

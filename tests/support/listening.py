@@ -9,7 +9,7 @@ from __future__ import annotations
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
-from catalog.topics import SOURCES_TOPIC
+from graph.cohorts import live_members
 from tests.support.polling import apoll_until
 from tests.support.websocket import RECEIVE_TIMEOUT
 
@@ -27,9 +27,9 @@ async def group_size(group: str) -> int:
 
 
 async def listening_subscriptions() -> int:
-    """Return how many subscriptions in this process listen for changes to the sources."""
-    # Each subscription joins the sources' topic group for as long as it listens.
-    return await group_size(SOURCES_TOPIC)
+    """Return how many subscriptions in this process hear every change committed from now on."""
+    # Each is a member of a cohort whose run listens to the process's change feed.
+    return live_members()
 
 
 async def until_listening(subscriptions: int = 1) -> None:
