@@ -11,22 +11,22 @@ from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import ApiToken
-from catalog.topics import publish_access_changed, token_topic, user_topic
+from catalog.topics import publish_access_changed
 
 User = get_user_model()
 
 
 def _tell_users(user_ids: Any, ended_session: str | None = None) -> None:
     # After commit, so that the sockets' check reads the change.
-    topics = [user_topic(user_id) for user_id in user_ids]
-    transaction.on_commit(lambda: [publish_access_changed(t, ended_session) for t in topics], robust=True)
+    user_ids = list(user_ids)
+    transaction.on_commit(lambda: publish_access_changed(user_ids=user_ids, ended_session=ended_session), robust=True)
 
 
 @receiver(post_save, sender=ApiToken)
 @receiver(post_delete, sender=ApiToken)
 def token_changed(sender: type[ApiToken], instance: ApiToken, **kwargs: Any) -> None:
     # Revoked, shortened or deleted: the sockets it opened must close.
-    transaction.on_commit(lambda: publish_access_changed(token_topic(instance.pk)), robust=True)
+    transaction.on_commit(lambda: publish_access_changed(token_ids=[instance.pk]), robust=True)
 
 
 @receiver(post_save, sender=User)

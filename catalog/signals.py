@@ -71,7 +71,7 @@ def _record(source: Source, kind: SourceEventKind) -> None:
 
         # After commit only: a rolled-back change must publish nothing. robust: the change is
         # committed whatever happens to the channel layer, so a publish failure is logged, not
-        # raised (subscribers then find the change in the log: see graph.subscriptions).
+        # raised (the change feed then finds the change in the log: see graph.feed).
         # A function, not functools.partial: Django names the failed callback by __qualname__.
         def publish() -> None:
             publish_source_event(event)

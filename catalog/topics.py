@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -35,27 +37,26 @@ def publish_source_event(event: SourceEvent) -> None:
     async_to_sync(layer.group_send)(SOURCES_TOPIC, source_changed_message(event))
 
 
-# --- Access: sockets listen for changes to the credentials they were opened with.
+# --- Access: each process's access watch (graph.access) hears which users and tokens changed.
 # Here too so that every group name of the service is built in this one module.
 ACCESS_CHANGED = "access.changed"
+ACCESS_TOPIC = "access"
 
 
-def user_topic(user_id: int) -> str:
-    """Return the topic of changes to one user's access (deactivation, password, sign-out)."""
-    return f"access.user.{int(user_id)}"
-
-
-def token_topic(token_id: int) -> str:
-    """Return the topic of changes to one API token (revocation, expiry, deletion)."""
-    return f"access.token.{int(token_id)}"
-
-
-def publish_access_changed(topic: str, ended_session: str | None = None) -> None:
-    """Ask the sockets on `topic` to check their credentials again; call only after commit.
+def publish_access_changed(
+    *, user_ids: Iterable[int] = (), token_ids: Iterable[int] = (), ended_session: str | None = None
+) -> None:
+    """Ask the sockets of these users and tokens to check their credentials again; call only after commit.
 
     `ended_session`: the key of a session that has just signed out, which its sockets cannot
     tell from the session store yet (Django announces the sign-out before deleting it).
     """
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(topic, {"type": ACCESS_CHANGED, "ended_session": ended_session})
+        message = {
+            "type": ACCESS_CHANGED,
+            "user_ids": [int(pk) for pk in user_ids],
+            "token_ids": [int(pk) for pk in token_ids],
+            "ended_session": ended_session,
+        }
+        async_to_sync(layer.group_send)(ACCESS_TOPIC, message)

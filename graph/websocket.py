@@ -36,8 +36,8 @@ from accounts.models import ApiToken
 from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode, database_unreachable
-from catalog.topics import ACCESS_CHANGED, token_topic, user_topic
 from graph import cohorts
+from graph.access import AccessWatch, access_watch
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
 from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, has_permission_now
@@ -260,6 +260,9 @@ class GraphQLConsumer(GraphQLWSConsumer):
 
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
+    # No channel of its own: the process's change feed (graph.feed) and access watch
+    # (graph.access) listen for all its sockets, which makes a socket cheap to open and keep.
+    channel_layer_alias = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -270,9 +273,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self._user_pk: Any = None
         self._token_id: int | None = None
         self._could_view = False
-        self._topics: list[str] = []
+        self._watch: AccessWatch | None = None
         self._expiry: asyncio.Task | None = None
-        self._backstop: asyncio.Task | None = None
 
     async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
         self.subprotocol = subprotocol
@@ -324,23 +326,10 @@ class GraphQLConsumer(GraphQLWSConsumer):
         try:
             await super().disconnect(code)  # waits for the handler: sign-in has finished by then
         finally:
-            for task in (self._expiry, self._backstop):
-                if task is not None:
-                    task.cancel()
-            for topic in self._topics:
-                await self.channel_layer.group_discard(topic, self.channel_name)
-            # A subscription cancelled while its group_add was in flight never discards that
-            # group (Strawberry counts a group once the add returns): let the layer drop what
-            # it still holds for this channel, where it can (project.layers).
-            discard_channel = getattr(self.channel_layer, "discard_channel", None)
-            if discard_channel is not None:
-                await discard_channel(self.channel_name)
-
-    async def dispatch(self, message: Mapping[str, Any]) -> None:
-        if message.get("type") == ACCESS_CHANGED:
-            await self._close_unless_allowed(message.get("ended_session"))
-        else:
-            await super().dispatch(message)
+            if self._expiry is not None:
+                self._expiry.cancel()
+            if self._watch is not None:
+                self._watch.discard(self)
 
     # --- Signing in, and staying signed in
 
@@ -361,16 +350,15 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self._user_pk = user.pk
         self._token_id = token.pk if token is not None else None
         self._could_view = await sync_to_async(user.has_perm)(VIEW_SOURCE)
-        self._topics = [user_topic(user.pk)] + ([token_topic(token.pk)] if token is not None else [])
-        for topic in self._topics:
-            await self.channel_layer.group_add(topic, self.channel_name)
-        # Once more now that the socket listens: a revocation committed in between is not missed.
+        self._watch = access_watch()
+        await self._watch.add(self, user.pk, self._token_id)
+        # Once more now that the socket is watched: a revocation committed in between is not missed.
         if problem := await self._access_problem():
             raise ConnectionRejectionError({"message": problem})
-        self._backstop = asyncio.create_task(self._recheck_every(settings.ACCESS_RECHECK_SECONDS))
         return UNSET
 
-    async def _close_unless_allowed(self, ended_session: str | None = None) -> None:
+    async def check_access(self, ended_session: str | None = None) -> None:
+        """Check the socket's credentials again (graph.access asks); close with 4403 if they are gone."""
         try:
             problem = await self._access_problem(ended_session)
         except Exception:  # the database is away: keep serving, the next check will tell
@@ -398,12 +386,6 @@ class GraphQLConsumer(GraphQLWSConsumer):
             return f"Missing permission {VIEW_SOURCE}."
         self.scope["user"] = user  # demoted or promoted: the next operation sees it
         return None
-
-    async def _recheck_every(self, seconds: float) -> None:
-        # A backstop for changes that announce nothing: queryset updates, a lost message.
-        while True:
-            await asyncio.sleep(seconds)
-            await self._close_unless_allowed()
 
     def _close_at(self, expires_at: dt.datetime | None) -> None:
         if self._expiry is not None:

@@ -5,9 +5,7 @@ Upstream, a `receive()` that loses its Redis raises, which ends the consumer wai
 Redis that comes back empty has forgotten every group. Written by hand because neither
 channels nor channels-redis offers this: here a `receive()` waits for Redis to come back, then
 adds the process's channels to the groups they were in. Changes announced while Redis was away
-are not lost to subscribers: they read them from the change log (see graph.subscriptions).
-It also offers `discard_channel()` for a consumer that ends: a group_add cancelled in flight
-is never discarded by Strawberry.
+are not lost to subscribers: the change feed reads them from the log (see graph.feed).
 """
 
 from __future__ import annotations
@@ -41,11 +39,6 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         if not self._groups_of[channel]:
             del self._groups_of[channel]
         await super().group_discard(group, channel)
-
-    async def discard_channel(self, channel: str) -> None:
-        """Remove `channel`, whose consumer has ended, from every group it was added to here."""
-        for group in list(self._groups_of.get(channel, ())):
-            await self.group_discard(group, channel)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         delay = RETRY_FIRST

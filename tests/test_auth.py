@@ -15,10 +15,9 @@ from accounts.models import ApiToken
 from accounts.tokens import bearer_authenticate, token_create, token_revoke
 from catalog import services
 from catalog.models import Source, SourceEvent
-from catalog.topics import token_topic, user_topic
+from graph.access import access_watch
 from tests.support.http import graphql
 from tests.support.identities import PASSWORD, issue_token, make_user
-from tests.support.listening import group_size
 from tests.support.websocket import LEGACY_WS, PROTOCOLS, RECEIVE_TIMEOUT, TRANSPORT_WS, GraphQLWebSocket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -370,12 +369,11 @@ async def test_a_revocation_between_sign_in_and_listening_is_not_missed(
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_closed_socket_leaves_its_access_topics(protocol: str) -> None:
+async def test_a_closed_socket_leaves_the_access_watch(protocol: str) -> None:
     issued = await sync_to_async(token_create)(user=await sync_to_async(make_user)("reader"), name="t")
-    topics = [user_topic(issued.token.user_id), token_topic(issued.token.pk)]
     async with GraphQLWebSocket(protocol, token=issued.secret):
-        assert [await group_size(topic) for topic in topics] == [1, 1]
-    assert [await group_size(topic) for topic in topics] == [0, 0]
+        assert access_watch().watched() == 1
+    assert access_watch().watched() == 0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

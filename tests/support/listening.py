@@ -1,4 +1,4 @@
-"""Who listens in this process: channel-layer group members, and the subscriptions that hear changes.
+"""Who listens in this process: the subscriptions that hear every change.
 
 Every test that changes the catalog right after subscribing waits through `until_listening`,
 so that how a subscription comes to hear changes can change in one place.
@@ -6,24 +6,9 @@ so that how a subscription comes to hear changes can change in one place.
 
 from __future__ import annotations
 
-from channels.layers import InMemoryChannelLayer, get_channel_layer
-from channels_redis.pubsub import RedisPubSubChannelLayer
-
 from graph.cohorts import live_members
 from tests.support.polling import apoll_until
 from tests.support.websocket import RECEIVE_TIMEOUT
-
-
-async def group_size(group: str) -> int:
-    """Return how many channels have joined `group` on the configured channel layer."""
-    layer = get_channel_layer()
-    if isinstance(layer, InMemoryChannelLayer):
-        return len(layer.groups.get(group, {}))
-    if isinstance(layer, RedisPubSubChannelLayer):  # this process's members, all the test has
-        members = layer._get_layer().groups
-        return len(members.get(layer._get_layer()._get_group_channel_name(group), ()))
-    connection = layer.connection(layer.consistent_hash(group))
-    return await connection.zcard(layer._group_key(group))
 
 
 async def listening_subscriptions() -> int:

@@ -1,0 +1,137 @@
+"""The process's one watch on access changes: each concerned socket checks its credentials again.
+
+A socket signed in with an API token or a session must close the moment its credentials stop
+being good: a token revoked, shortened or deleted, a user deactivated, demoted or signed out.
+The changes are announced on one topic (catalog.topics.ACCESS_TOPIC) with the users and tokens
+concerned; one watch per process (per event loop) hears them and asks only the sockets of those
+users and tokens to check again. A socket costs the channel layer nothing: no channel, no group
+of its own, which makes opening thousands of them cheap. A backstop re-checks every socket of
+the process once per ACCESS_RECHECK_SECONDS, spread evenly over the period, for changes that
+announce nothing (a queryset update, a lost message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from catalog.topics import ACCESS_TOPIC
+
+logger = logging.getLogger(__name__)
+
+
+class Watched(Protocol):
+    async def check_access(self, ended_session: str | None = None) -> None: ...
+
+
+class AccessWatch:
+    """The sockets of this process, by user and by token, and the task that hears about them."""
+
+    def __init__(self) -> None:
+        self._by_user: defaultdict[Any, set[Watched]] = defaultdict(set)
+        self._by_token: defaultdict[Any, set[Watched]] = defaultdict(set)
+        self._sockets: dict[Watched, tuple[Any, Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
+
+    async def add(self, socket: Watched, user_id: Any, token_id: Any = None) -> None:
+        """Watch `socket` from now on: a change announced after this returns reaches it."""
+        self._sockets[socket] = (user_id, token_id)
+        self._by_user[user_id].add(socket)
+        if token_id is not None:
+            self._by_token[token_id].add(socket)
+        if self._task is None:
+            self._started = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._run(self._started), name="access watch")
+        await asyncio.shield(self._started)
+
+    def discard(self, socket: Watched) -> None:
+        user_id, token_id = self._sockets.pop(socket, (None, None))
+        for index, key in ((self._by_user, user_id), (self._by_token, token_id)):
+            sockets = index.get(key)
+            if sockets is not None:
+                sockets.discard(socket)
+                if not sockets:
+                    del index[key]
+        if not self._sockets and self._task is not None:
+            self._task.cancel()  # nobody to watch: the next socket starts it again
+            self._task = None
+
+    def watched(self) -> int:
+        return len(self._sockets)
+
+    async def _run(self, started: asyncio.Future[None]) -> None:
+        layer = get_channel_layer()
+        channel = None
+        try:
+            if layer is not None:
+                channel = await layer.new_channel("access.")
+                await layer.group_add(ACCESS_TOPIC, channel)
+        except Exception as error:
+            if self._task is asyncio.current_task():
+                self._task = None
+            started.set_exception(error)
+            return
+        started.set_result(None)
+        backstop = asyncio.create_task(self._recheck_all())
+        try:
+            while channel is not None:
+                try:
+                    message = await layer.receive(channel)
+                except Exception as error:  # the backstop covers what is missed meanwhile
+                    logger.warning("The access watch could not receive (%s); listening again in 1 s", error)
+                    await asyncio.sleep(1)  # backing off after a failure, not waiting for a condition
+                    continue
+                self._heard(message)
+            await asyncio.Event().wait()  # no channel layer: the backstop alone
+        finally:
+            backstop.cancel()
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await layer.group_discard(ACCESS_TOPIC, channel)
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        concerned: set[Watched] = set()
+        for user_id in message.get("user_ids") or ():
+            concerned |= self._by_user.get(user_id, set())
+        for token_id in message.get("token_ids") or ():
+            concerned |= self._by_token.get(token_id, set())
+        ended_session = message.get("ended_session")
+        for socket in concerned:
+            self._check(lambda socket=socket: socket.check_access(ended_session))
+
+    def _check(self, check: Callable[[], Awaitable[None]]) -> None:
+        task = asyncio.create_task(check())
+        self._checks.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(self._checks.discard)
+
+    async def _recheck_all(self) -> None:
+        # Each socket once per period, one at a time, evenly spaced: never a burst of checks.
+        while True:
+            sockets = list(self._sockets) or [None]
+            for socket in sockets:
+                # A schedule, not waiting for a condition.
+                await asyncio.sleep(settings.ACCESS_RECHECK_SECONDS / len(sockets))
+                if socket in self._sockets:
+                    await socket.check_access()
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AccessWatch] = weakref.WeakKeyDictionary()
+
+
+def access_watch() -> AccessWatch:
+    """Return the access watch of the running event loop (a process serves from one)."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = AccessWatch()
+    return watch
