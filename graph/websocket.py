@@ -40,7 +40,7 @@ from graph import cohorts
 from graph.access import AccessWatch, access_watch
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
-from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, has_permission_now
+from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, holds_now
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
             return False
 
         def holds() -> bool:
-            return all(has_permission_now(user, permission) for permission in LIVE_PERMISSIONS)
+            return all(holds_now(user, permission) for permission in LIVE_PERMISSIONS)
 
         try:
             return await sync_to_async(holds)()
@@ -337,19 +337,19 @@ class GraphQLConsumer(GraphQLWSConsumer):
         authorization = _authorization(context.get("connection_params") or {}, self.scope)
         try:
             if authorization is not None:
-                token = await sync_to_async(bearer_authenticate)(authorization)
+                token, self._could_view = await sync_to_async(_token_sign_in)(authorization)
                 user = token.user
             else:
                 token = None
                 user = await get_user(self.scope) if "session" in self.scope else None
                 if user is None or not user.is_authenticated:
                     raise TokenRefused(NOT_SIGNED_IN)
+                self._could_view = await sync_to_async(holds_now)(user, VIEW_SOURCE)
         except TokenRefused as refusal:
             raise ConnectionRejectionError({"message": str(refusal)}) from None
         self.scope["user"] = user
         self._user_pk = user.pk
         self._token_id = token.pk if token is not None else None
-        self._could_view = await sync_to_async(user.has_perm)(VIEW_SOURCE)
         self._watch = access_watch()
         await self._watch.add(self, user.pk, self._token_id)
         # Once more now that the socket is watched: a revocation committed in between is not missed.
@@ -369,23 +369,15 @@ class GraphQLConsumer(GraphQLWSConsumer):
 
     async def _access_problem(self, ended_session: str | None = None) -> str | None:
         """Return why the socket may no longer stay open, or None; keep its user up to date."""
-        if self._token_id is not None:
-            token = await ApiToken.objects.select_related("user").filter(pk=self._token_id).afirst()
-            if problem := token_problem(token):
-                return problem
-            self._close_at(token.expires_at)
-            user = token.user
-        else:
-            session_key = self.scope["session"].session_key
-            ended = ended_session == session_key  # announced before the store forgets it
-            user = None if ended else await sync_to_async(session_user)(session_key, self._user_pk)
-            if user is None:
-                return "The session has ended."
-        if self._could_view and not await sync_to_async(user.has_perm)(VIEW_SOURCE):
-            # Its running subscriptions would go on streaming what it may no longer read.
-            return f"Missing permission {VIEW_SOURCE}."
-        self.scope["user"] = user  # demoted or promoted: the next operation sees it
-        return None
+        session_key = self.scope["session"].session_key if self._token_id is None else None
+        ended = self._token_id is None and ended_session == session_key  # announced before the store forgets it
+        problem, user, expires_at = await sync_to_async(_standing)(
+            self._token_id, None if ended else session_key, self._user_pk, self._could_view
+        )
+        if problem is None:
+            self._close_at(expires_at)
+            self.scope["user"] = user  # demoted or promoted: the next operation sees it
+        return problem
 
     def _close_at(self, expires_at: dt.datetime | None) -> None:
         if self._expiry is not None:
@@ -396,6 +388,35 @@ class GraphQLConsumer(GraphQLWSConsumer):
         # A deadline, not a poll: the token stops working at that instant and so does the socket.
         await asyncio.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()))
         await self.close(code=FORBIDDEN, reason="The API token has expired.")
+
+
+def _token_sign_in(authorization: object) -> tuple[ApiToken, bool]:
+    """Return the token the authorization names (TokenRefused unless usable), and whether its user may view sources."""
+    token = bearer_authenticate(authorization)
+    return token, holds_now(token.user, VIEW_SOURCE)
+
+
+def _standing(
+    token_id: int | None, session_key: str | None, user_pk: Any, could_view: bool
+) -> tuple[str | None, Any, dt.datetime | None]:
+    """Return why a socket's credentials no longer hold (or None), its user as stored, and its token's expiry.
+
+    A token socket stands by its token (its user read with it), a session socket by its session;
+    a socket that could view sources when it opened must still be able to: its running
+    subscriptions would go on streaming what its user may no longer read.
+    """
+    if token_id is not None:
+        token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
+        if problem := token_problem(token):
+            return problem, None, None
+        user, expires_at = token.user, token.expires_at
+    else:
+        user, expires_at = session_user(session_key, user_pk), None
+        if user is None:
+            return "The session has ended.", None, None
+    if could_view and not holds_now(user, VIEW_SOURCE):
+        return f"Missing permission {VIEW_SOURCE}.", None, None
+    return None, user, expires_at
 
 
 def _authorization(params: Mapping[str, Any], scope: Mapping[str, Any]) -> object | None:
