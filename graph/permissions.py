@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db import connection
 from strawberry.types import Info
 
 from catalog.errors import ErrorCode
@@ -54,19 +57,42 @@ def holds_now(user: Any, permission: str) -> bool:
 
     What Django's User.has_perm answers with ModelBackend, the only backend configured: an
     active superuser has every permission; another active user has those given to them or to
-    one of their groups. Written as one query because every subscribe and every operation on a
-    socket asks it; has_perm after refresh_from_db costs three (tests/test_permissions.py
-    compares the two).
+    one of their groups (tests/test_permissions.py compares the two). Written as one SQL
+    statement, built once from the models' tables, because every socket's sign-in, subscribe
+    and operation asks it: has_perm after refresh_from_db costs three queries, and the ORM
+    would compile the same joins anew each time.
     """
     if not user.is_authenticated:
         return False
     app_label, codename = permission.split(".", 1)
-    granted = (
-        Q(is_superuser=True)
-        | Q(user_permissions__codename=codename, user_permissions__content_type__app_label=app_label)
-        | Q(groups__permissions__codename=codename, groups__permissions__content_type__app_label=app_label)
+    with connection.cursor() as cursor:
+        cursor.execute(_holds_sql(), [user.pk, codename, app_label, codename, app_label])
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _holds_sql() -> str:
+    user_model = get_user_model()
+    q = connection.ops.quote_name
+    users = q(user_model._meta.db_table)
+    own = user_model.user_permissions.through._meta
+    member = user_model.groups.through._meta
+    granted = Group.permissions.through._meta
+    permissions, content_types = q(Permission._meta.db_table), q(ContentType._meta.db_table)
+
+    def column(meta: Any, model: type) -> str:
+        return q(next(f.column for f in meta.fields if f.related_model is model))
+
+    matching = "p.codename = %s AND ct.app_label = %s AND ct.id = p.content_type_id"
+    return (
+        f"SELECT 1 FROM {users} u WHERE u.id = %s AND u.is_active AND (u.is_superuser"  # noqa: S608 (names from the models)
+        f" OR EXISTS (SELECT 1 FROM {q(own.db_table)} up, {permissions} p, {content_types} ct"
+        f" WHERE up.{column(own, user_model)} = u.id AND p.id = up.{column(own, Permission)} AND {matching})"
+        f" OR EXISTS (SELECT 1 FROM {q(member.db_table)} ug, {q(granted.db_table)} gp,"
+        f" {permissions} p, {content_types} ct"
+        f" WHERE ug.{column(member, user_model)} = u.id AND gp.{column(granted, Group)} = ug.{column(member, Group)}"
+        f" AND p.id = gp.{column(granted, Permission)} AND {matching}))"
     )
-    return get_user_model()._default_manager.filter(granted, pk=user.pk, is_active=True).exists()
 
 
 def _members_hold(info: Info) -> frozenset[str]:

@@ -16,8 +16,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.auth import get_user
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
@@ -276,6 +277,16 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self._watch: AccessWatch | None = None
         self._expiry: asyncio.Task | None = None
 
+    async def dispatch(self, message: Mapping[str, Any]) -> None:
+        # Channels' dispatch first sends close_old_connections() to the thread that sync views
+        # and mutations share, for every frame a client sends (pings included): a thread hop
+        # per frame, with no query behind it. Here each database call of the consumer does that
+        # check itself, in the hop it makes anyway (database_sync_to_async), and frames cost none.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
         self.subprotocol = subprotocol
         return await super().create_websocket_response(request, subprotocol)
@@ -290,7 +301,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
             return all(holds_now(user, permission) for permission in LIVE_PERMISSIONS)
 
         try:
-            return await sync_to_async(holds)()
+            return await database_sync_to_async(holds)()
         except OperationalError as error:
             if not database_unreachable(error):
                 raise
@@ -337,14 +348,14 @@ class GraphQLConsumer(GraphQLWSConsumer):
         authorization = _authorization(context.get("connection_params") or {}, self.scope)
         try:
             if authorization is not None:
-                token, self._could_view = await sync_to_async(_token_sign_in)(authorization)
+                token, self._could_view = await database_sync_to_async(_token_sign_in)(authorization)
                 user = token.user
             else:
                 token = None
                 user = await get_user(self.scope) if "session" in self.scope else None
                 if user is None or not user.is_authenticated:
                     raise TokenRefused(NOT_SIGNED_IN)
-                self._could_view = await sync_to_async(holds_now)(user, VIEW_SOURCE)
+                self._could_view = await database_sync_to_async(holds_now)(user, VIEW_SOURCE)
         except TokenRefused as refusal:
             raise ConnectionRejectionError({"message": str(refusal)}) from None
         self.scope["user"] = user
@@ -371,7 +382,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         """Return why the socket may no longer stay open, or None; keep its user up to date."""
         session_key = self.scope["session"].session_key if self._token_id is None else None
         ended = self._token_id is None and ended_session == session_key  # announced before the store forgets it
-        problem, user, expires_at = await sync_to_async(_standing)(
+        problem, user, expires_at = await database_sync_to_async(_standing)(
             self._token_id, None if ended else session_key, self._user_pk, self._could_view
         )
         if problem is None:

@@ -10,8 +10,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 # Set up Django (apps, models) before anything below imports a model.
 django_application = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
@@ -31,6 +31,8 @@ graphql_websocket = GraphQLConsumer.as_asgi(
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        "websocket": AuthMiddlewareStack(URLRouter([re_path(r"^graphql/?$", graphql_websocket)])),
+        # The session, read only if the socket signs in with it: the consumer loads its user
+        # (channels' AuthMiddleware would load one for every socket, token ones included).
+        "websocket": SessionMiddlewareStack(URLRouter([re_path(r"^graphql/?$", graphql_websocket)])),
     }
 )
