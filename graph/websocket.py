@@ -189,27 +189,30 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
         self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
     ) -> None:
         consumer = self.websocket.ws_consumer
-        if not is_subscription(query, operation_name) or not await consumer.may_join_cohorts():
-            await super().handle_async_results(operation_id, query, operation_name, variables)
-            return
-        member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame)
-        self.members[operation_id] = member
+        member = None
         try:
-            failure = await cohorts.serve(
-                cohorts.operation_key(query, operation_name, variables),
-                member,
-                functools.partial(_run, self.schema, query, variables, operation_name),
-            )
-            if failure is not None:
-                await self.send_message({"type": "error", "id": operation_id, "payload": failure.errors[0].formatted})
+            if is_subscription(query, operation_name) and await consumer.may_join_cohorts():
+                member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame)
+                self.members[operation_id] = member
+                failure = await cohorts.serve(
+                    cohorts.operation_key(query, operation_name, variables),
+                    member,
+                    functools.partial(_run, self.schema, query, variables, operation_name),
+                )
+                if failure is not None:
+                    payload = failure.errors[0].formatted
+                    await self.send_message({"type": "error", "id": operation_id, "payload": payload})
+                else:
+                    await self.send_message({"type": "complete", "id": operation_id})
                 return
+        except asyncio.CancelledError:  # stopped, even before it began: as Strawberry's handler, say it is complete
             await self.send_message({"type": "complete", "id": operation_id})
-        except asyncio.CancelledError:  # stopped: as Strawberry's handler, say it is complete
-            await self.send_message({"type": "complete", "id": operation_id})
+            return
         finally:
-            self.members.pop(operation_id, None)
-            self.subscriptions.pop(operation_id, None)
-            self.tasks.pop(operation_id, None)
+            if member is not None:
+                self.members.pop(operation_id, None)
+                self.tasks.pop(operation_id, None)
+        await super().handle_async_results(operation_id, query, operation_name, variables)
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _stop(self.members, operation_id)

@@ -168,9 +168,8 @@ elif REDIS_URL and REDIS_CHANNEL_LAYER == "core":
                 # channels-redis starts dropping them silently; a burst of changes must fit.
                 "capacity": 5000,
                 "expiry": 60,
-                # Group membership is refreshed by nothing while a subscription lives, so it
-                # must outlast any connection: daphne closes a WebSocket after its
-                # --websocket_timeout, 86400 s by default.
+                # The process's change feed and access watch join their topics again every
+                # hour (graph.feed.REJOIN_SECONDS), well within this.
                 "group_expiry": 86400 * 7,
             },
         }

@@ -199,3 +199,26 @@ async def test_queries_and_mutations_also_run_over_graphql_transport_ws() -> Non
         listed = await ws.subscribe("{ sources { dataVendor } }")
         assert await ws.next_data(listed) == {"sources": [{"dataVendor": "GfK"}]}
         await ws.expect_complete(listed)
+
+
+async def test_a_legacy_stop_before_the_subscription_has_started_is_answered_with_complete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from graph.websocket import GraphQLConsumer
+    from tests.support.websocket import LEGACY_WS
+
+    checking = asyncio.Event()
+
+    async def still_checking(self: GraphQLConsumer) -> bool:
+        checking.set()
+        await asyncio.Event().wait()  # the permission check is still under way when the stop comes
+        return True
+
+    monkeypatch.setattr(GraphQLConsumer, "may_join_cohorts", still_checking)
+    async with GraphQLWebSocket(LEGACY_WS) as ws:
+        operation = await ws.subscribe("subscription { dataLibrary { windowDays } }")
+        await checking.wait()
+        await ws.stop(operation)
+        await ws.expect_complete(operation)
