@@ -104,7 +104,16 @@ def _transition_action(
 _TEXT_FIELDS = ("country", "data_vendor", "panel", "panel_group", "scope_of_subscription", "data_type", "granularity")
 _DATES = ("end_date", "current_update", "next_update")
 _COMPUTED = ("delivery_status", "next_status")
-_RECORD = ("id", "version", "first_activated_at", "created_at", "updated_at", "change_log")
+_RECORD = (
+    "id",
+    "version",
+    "first_activated_at",
+    "last_activated_at",
+    "last_deactivated_at",
+    "created_at",
+    "updated_at",
+    "change_log",
+)
 
 
 @admin.register(Source)

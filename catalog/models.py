@@ -87,6 +87,12 @@ class Source(models.Model):
     # Remembers whether the source was ever active, which tells `activate` (first time)
     # from `reactivate` apart without reading the event log.
     first_activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the source was last made ACTIVE (created ACTIVE, activated, reactivated) and last
+    # made INACTIVE: the data library counts its "activated" and "deactivated" sources from
+    # these, so that counting costs the same however long the change log grows. Kept by
+    # save() and the transitions of catalog.services, in the transaction of the change.
+    last_activated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_deactivated_at = models.DateTimeField(null=True, blank=True, editable=False)
     version = models.PositiveIntegerField(default=1, editable=False)
 
     class Meta:
@@ -97,28 +103,49 @@ class Source(models.Model):
         return f"{self.data_vendor} / {self.country} / {self.panel}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self._first_activation = self.status == SourceStatus.ACTIVE and self.first_activated_at is None
-        if self._first_activation:
-            self.first_activated_at = timezone.now()
         adding = self._state.adding
         update_fields = kwargs.get("update_fields")
         if update_fields is not None:
-            kwargs["update_fields"] = {*update_fields, "version", "updated_at", "first_activated_at"}
+            kwargs["update_fields"] = {*update_fields, "version", "updated_at", *_LIFECYCLE_TIMES}
         # The save and the change-log entry written by the post_save receiver commit
         # together, whoever calls save(): a service, the admin or plain ORM code.
         with transaction.atomic(using=kwargs.get("using")):
+            before = None
             if not adding:
                 # Read under the row lock, so two concurrent saves never make the same version
                 # (on SQLite the IMMEDIATE transaction already holds the database's write lock).
                 stored = type(self)._base_manager.select_for_update().filter(pk=self.pk)
-                version, status = stored.values_list("version", "status").first() or (0, self.status)
+                row = stored.values_list("version", "status", *_LIFECYCLE_TIMES).first()
+                if row is None:  # the row is gone: Django's save inserts it again
+                    row = (0, self.status, *(getattr(self, name) for name in _LIFECYCLE_TIMES))
+                version, before, *times = row
                 self.version = version + 1
                 if self.status == getattr(self, "_loaded_status", self.status):
                     # The caller did not touch the status: keep the one a concurrent transition
                     # may have made since this instance was loaded.
-                    self.status = status
-                self._loaded_status = status
+                    self.status = before
+                self._loaded_status = before
+                # The lifecycle's times are the row's, not the (maybe outdated) instance's:
+                # only this method and the transitions change them.
+                for name, value in zip(_LIFECYCLE_TIMES, times, strict=True):
+                    setattr(self, name, value)
+            self._note_lifecycle(before)
             super().save(*args, **kwargs)
+
+    def _note_lifecycle(self, before: str | None) -> None:
+        """Stamp the activation or deactivation this save makes (`before`: the stored status)."""
+        self._first_activation = False
+        if self.status == before:
+            return
+        now = timezone.now()
+        if self.status == SourceStatus.ACTIVE:
+            self._first_activation = self.first_activated_at is None
+            if self._first_activation:
+                self.first_activated_at = now
+            # A source created ACTIVE was activated when it was created.
+            self.last_activated_at = self.created_at if before is None else now
+        elif before == SourceStatus.ACTIVE:
+            self.last_deactivated_at = now
 
     @classmethod
     def from_db(cls, db: str | None, field_names: Any, values: Any) -> Source:
@@ -134,6 +161,10 @@ class Source(models.Model):
     @property
     def next_status(self) -> str:
         return self.next_update.isoformat() if self.next_update else "unscheduled"
+
+
+# Kept by Source.save() and the transitions, never by a form: see Source.last_activated_at.
+_LIFECYCLE_TIMES = ("first_activated_at", "last_activated_at", "last_deactivated_at")
 
 
 class SnapshotEncoder(DjangoJSONEncoder):

@@ -153,11 +153,14 @@ def _transition(source_id: str | uuid.UUID, kind: SourceEventKind, *, actor: str
     with acting_as(actor), transaction.atomic():
         # One guarded UPDATE, first in the transaction: of two concurrent calls only one
         # matches, and it touches nothing but the status, so no concurrent edit is lost.
+        # The time of the change it makes goes with it (see Source.last_activated_at).
+        stamp = {"last_activated_at": now} if after == SourceStatus.ACTIVE else {"last_deactivated_at": now}
         matched = Source.objects.filter(pk=pk, status=required, first_activated_at__isnull=not was_active).update(
             status=after,
             version=F("version") + 1,
             updated_at=now,
             first_activated_at=Coalesce(F("first_activated_at"), Value(now, output_field=models.DateTimeField())),
+            **stamp,
         )
         source = _get(pk)
         if not matched:

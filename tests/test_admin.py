@@ -208,11 +208,16 @@ async def test_each_action_records_and_publishes_exactly_one_event_by_the_admin_
             await sync_to_async(announced)("CREATED", marker, 1),
         ]
         after = await sync_to_async(row)(source)
-        assert {name for name, value in after.items() if value != stored[name]} == (
-            {"status", "version", "updated_at", "first_activated_at"}
-            if action == "activate"
-            else {"status", "version", "updated_at"}
-        )
+        assert {name for name, value in after.items() if value != stored[name]} == {
+            "status",
+            "version",
+            "updated_at",
+            *{
+                "activate": ("first_activated_at", "last_activated_at"),
+                "deactivate": ("last_deactivated_at",),
+                "reactivate": ("last_activated_at",),
+            }[action],
+        }
         assert (after["status"], after["version"]) == (status, version)
 
 

@@ -18,6 +18,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from catalog import services
@@ -31,6 +34,7 @@ from catalog.models import (
 )
 from catalog.selectors import DataLibrary, MetricCounter, MetricSection, data_library
 from tests.support.sources import source_values
+from tests.support.writers import WRITERS, make_writer
 
 pytestmark = pytest.mark.django_db
 
@@ -66,9 +70,14 @@ def _source(
 
 
 def _transition(change: Callable[..., Source], source: Source, at: datetime) -> Source:
-    """Run a lifecycle service on `source` and stamp the event it recorded with `at`."""
+    """Run a lifecycle service on `source` and stamp the change it made with `at`: the event
+    it recorded, and the source's time of its last activation or deactivation."""
     changed = change(actor=None, source_id=source.pk)
     SourceEvent.objects.filter(source_id=source.pk, version=changed.version).update(occurred_at=at)
+    stamped = "last_activated_at" if changed.status == ACTIVE else "last_deactivated_at"
+    # The service stamped the wall clock in the same change (tested below).
+    assert getattr(Source.objects.get(pk=source.pk), stamped) == changed.updated_at
+    Source.objects.filter(pk=source.pk).update(**{stamped: at})
     return changed
 
 
@@ -400,7 +409,7 @@ def test_events_of_a_deleted_source_are_not_counted():
 
 
 @pytest.mark.parametrize("how_many", [1, 50])
-def test_the_library_takes_two_queries_however_many_sources(how_many: int, django_assert_num_queries: Any):
+def test_the_library_takes_one_query_however_many_sources(how_many: int, django_assert_num_queries: Any):
     # given: sources created ACTIVE yesterday, delivered today, next due in a week, each
     # deactivated and reactivated today
     for _ in range(how_many):
@@ -409,7 +418,7 @@ def test_the_library_takes_two_queries_however_many_sources(how_many: int, djang
         _transition(services.source_reactivate, source, NOW - timedelta(hours=1))
 
     # when
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         library = data_library(now=NOW)
 
     # then: every source counts once in created, activated, deactivated, received, pending, completed
@@ -418,6 +427,108 @@ def test_the_library_takes_two_queries_however_many_sources(how_many: int, djang
         _delivery_counts(received=how_many),
         _update_counts(pending=how_many, completed=how_many),
     )
+
+
+@pytest.mark.parametrize("flips", [1, 300])
+def test_the_library_reads_no_change_log_however_long_it_is(flips: int):
+    # given: one source deactivated and reactivated `flips` times, so 1 + 2 * flips logged changes
+    source = _source(created_at=NOW - DAY)
+    for _ in range(flips):
+        services.source_deactivate(actor=None, source_id=source.pk)
+        services.source_reactivate(actor=None, source_id=source.pk)
+    # the changes happened an hour before NOW (the services stamp the wall clock)
+    hour_ago = NOW - timedelta(hours=1)
+    Source.objects.filter(pk=source.pk).update(last_activated_at=hour_ago, last_deactivated_at=hour_ago)
+    assert SourceEvent.objects.filter(source_id=source.pk).count() == 1 + 2 * flips
+
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        library = data_library(now=NOW)
+
+    # then: one query, on the sources table only
+    assert [q["sql"].count(Source._meta.db_table) > 0 for q in queries.captured_queries] == [True]
+    assert SourceEvent._meta.db_table not in queries.captured_queries[0]["sql"]
+    assert _counts(library) == _expected(_library_counts(created=1, activated=1, deactivated=1))
+
+
+# --- the source's times of its last activation and deactivation -------------------------------
+
+
+def _times(source_id: Any) -> tuple[datetime | None, datetime | None]:
+    return Source.objects.values_list("last_activated_at", "last_deactivated_at").get(pk=source_id)
+
+
+def _event_time(source_id: Any) -> datetime:
+    return SourceEvent.objects.filter(source_id=source_id).latest("sequence").occurred_at
+
+
+def _close(a: datetime | None, b: datetime) -> bool:
+    # Both are taken from the wall clock in the same transaction, a moment apart.
+    return a is not None and abs(a - b) < timedelta(seconds=5)
+
+
+def test_a_source_created_active_was_activated_when_it_was_created():
+    # given / when: one through the service, one by ORM code that says when it was created
+    active = services.source_create(actor=None, **source_values())
+    backdated = Source.objects.create(**source_values(created_at=NOW))
+    inactive = services.source_create(actor=None, **source_values(status=INACTIVE))
+
+    # then
+    assert _times(active.pk) == (active.created_at, None)
+    assert _times(backdated.pk) == (NOW, None)
+    assert _times(inactive.pk) == (None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("writer_name", sorted(WRITERS))
+async def test_every_writer_keeps_the_times_of_the_last_activation_and_deactivation(writer_name: str):
+    # given: a source created ACTIVE and one created INACTIVE, by the GraphQL API, the admin or the ORM
+    writer = await make_writer(writer_name)
+    active = await writer.add(createdBy="first", status="ACTIVE")
+    new = await writer.add(createdBy="second", status="INACTIVE")
+    times = sync_to_async(_times)
+    event_time = sync_to_async(_event_time)
+    created_at = await sync_to_async(lambda: Source.objects.get(pk=active).created_at)()
+    assert await times(active) == (created_at, None)
+    assert await times(new) == (None, None)
+
+    # when / then: each transition stamps its own field, and only that one
+    await writer.transition("deactivate", active)
+    deactivated = (await times(active))[1]
+    assert await times(active) == (created_at, deactivated)
+    assert _close(deactivated, await event_time(active))
+
+    await writer.transition("reactivate", active)
+    reactivated = (await times(active))[0]
+    assert await times(active) == (reactivated, deactivated)
+    assert _close(reactivated, await event_time(active))
+    assert reactivated > deactivated > created_at
+
+    await writer.transition("activate", new)
+    activated = (await times(new))[0]
+    assert await times(new) == (activated, None)
+    assert _close(activated, await event_time(new))
+
+    # and an edit changes neither
+    await writer.update(active, panel="Hospital")
+    assert await times(active) == (reactivated, deactivated)
+
+
+def test_saving_an_outdated_instance_keeps_the_times_of_a_transition_since():
+    # given: an instance loaded before the source was deactivated
+    source = services.source_create(actor=None, **source_values())
+    outdated = Source.objects.get(pk=source.pk)
+    services.source_deactivate(actor=None, source_id=source.pk)
+    stored = _times(source.pk)
+
+    # when: plain ORM code edits another field through the outdated instance
+    outdated.country = "Spain"
+    outdated.save()
+
+    # then: the deactivation's time stays, as its status does
+    assert stored[1] is not None
+    assert _times(source.pk) == stored
+    assert (outdated.last_activated_at, outdated.last_deactivated_at) == stored
 
 
 # --- delivery status ---------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class AdminWriter:
         )
         response = self.client.post("/admin/catalog/source/add/", form)
         assert response.status_code == 302, response.content
-        return str(Source.objects.get(created_by="writer").pk)
+        return str(Source.objects.filter(created_by=form["created_by"]).latest("created_at").pk)
 
     @sync_to_async
     def update(self, source_id: str, **fields: Any) -> None:
