@@ -109,7 +109,12 @@ class Source(models.Model):
             kwargs["update_fields"] = {*update_fields, "version", "updated_at", *_LIFECYCLE_TIMES}
         # The save and the change-log entry written by the post_save receiver commit
         # together, whoever calls save(): a service, the admin or plain ORM code.
-        with transaction.atomic(using=kwargs.get("using")):
+        # savepoint=False, as Django's own Model.save_base: inside a caller's transaction a
+        # savepoint (two more statements per save) would only let the caller go on after a
+        # failed save, but a save that fails here (the row lock, the UPDATE, the log entry)
+        # has left nothing a caller could go on with: the whole transaction rolls back.
+        # Outside one, this block is the transaction.
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             before = None
             if not adding:
                 # Read under the row lock, so two concurrent saves never make the same version

@@ -2,6 +2,12 @@
 
 The change log entry and the publish are written by the receivers in `catalog.signals`, so
 these services, the admin and plain ORM code all log and publish exactly once per change.
+
+Each service's `transaction.atomic()` keeps its savepoint, unlike the blocks inside it
+(Source.save's, the log's): a service may run inside a caller's transaction that goes on
+after a refused change (a ValidationError is an answer, not a failure: a batch reports it
+and continues), and the savepoint is what undoes that one service's work. A mutation calls
+a service outside any transaction, where the block is the transaction and costs no savepoint.
 """
 
 from __future__ import annotations

@@ -58,7 +58,11 @@ def _record(source: Source, kind: SourceEventKind) -> None:
     deleted = kind == SourceEventKind.DELETED
     # Atomic, even for plain ORM code in autocommit mode: the sequence number must commit
     # with its event, or a subscriber could take a number that commits later as a gap.
-    with transaction.atomic():
+    # savepoint=False: every caller is inside a transaction already (Source.save's, Django's
+    # deletion's, a transition's), and a change whose log entry fails must not commit at
+    # all, so there is nothing a savepoint would let survive; it would cost two statements
+    # per change.
+    with transaction.atomic(savepoint=False):
         event = SourceEvent.objects.create(
             sequence=next_sequence(),
             source_id=source.pk,

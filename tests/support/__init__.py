@@ -8,6 +8,7 @@ identities    users in each role, and their API tokens
 listening     channel-layer members, and `until_listening`: the subscriptions that hear changes
 polling       wait until a condition holds, with a deadline (sync and async)
 processes     start a server process on a free port, wait until it answers, stop it with SIGTERM
+queries       the SQL statements a block runs, in every thread (a request served in-process)
 services      server processes on the tests' own PostgreSQL and Redis
 sources       a valid source's fields, and the state of the whole catalog
 subscribers   sourceEvents subscribers on server processes, and `until_live`
