@@ -7,6 +7,8 @@ connections are refused), sends every open WebSocket the close code 1001 (Going 
 reconnect, to another process), waits until the connections are gone or SHUTDOWN_GRACE_SECONDS
 pass, then stops the reactor as daphne always did (which cancels what remains) and exits with
 status 0. A second signal stops at once.
+
+It also listens with a backlog of LISTEN_BACKLOG (2048) instead of Twisted's 50.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pprint
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 # daphne.server installs Twisted's asyncio reactor: it must be imported before the reactor is.
@@ -34,6 +37,13 @@ logger = logging.getLogger(__name__)
 GOING_AWAY = 1001  # RFC 6455
 DEFAULT_GRACE_SECONDS = 10.0
 DRAIN_CHECK_SECONDS = 0.1
+# Twisted listens with a backlog of 50: when 1,000 sockets reconnected at once (a deploy), the
+# accept queue overflowed thousands of times and clients waited for SYN retransmits (1 s, 3 s,
+# 7 s...) or failed. 2048 holds such a storm while the reactor accepts.
+DEFAULT_LISTEN_BACKLOG = 2048
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# The Twisted endpoint types whose listen() takes a backlog ("fd:" adopts a listening socket).
+_BACKLOG_ENDPOINTS = frozenset({"tcp", "tcp6", "ssl", "unix"})
 
 
 def shutdown_grace_seconds(environ: Mapping[str, str]) -> float:
@@ -50,11 +60,59 @@ def shutdown_grace_seconds(environ: Mapping[str, str]) -> float:
     return seconds
 
 
+def listen_backlog(environ: Mapping[str, str]) -> int:
+    """Return LISTEN_BACKLOG, or stop with a message saying what is wrong with it."""
+    value = environ.get("LISTEN_BACKLOG", "").strip()
+    if not value:
+        return DEFAULT_LISTEN_BACKLOG
+    try:
+        backlog = int(value)
+    except ValueError:
+        backlog = 0
+    if backlog < 1:
+        raise SystemExit(f"LISTEN_BACKLOG must be a whole number of connections, 1 or more, not {value!r}.")
+    return backlog
+
+
+def kernel_backlog_limit() -> int | None:
+    """Return net.core.somaxconn, the kernel's cap on every listen backlog (None: not Linux)."""
+    try:
+        return int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def with_backlog(endpoints: Sequence[str], backlog: int) -> list[str]:
+    """Add `backlog` to each Twisted endpoint description that listens and names none.
+
+    daphne builds its endpoints as strings ("tcp:port=8000:interface=127.0.0.1") and gives
+    them to Twisted's serverFromString, whose tcp, ssl and unix endpoints read `backlog=N`.
+    """
+    described = []
+    for endpoint in endpoints:
+        kind, _, options = endpoint.partition(":")
+        if kind in _BACKLOG_ENDPOINTS and not any(part.startswith("backlog=") for part in options.split(":")):
+            endpoint = f"{endpoint}:backlog={backlog}"
+        described.append(endpoint)
+    return described
+
+
 class DrainingServer(Server):
     """daphne's Server, with its own SIGTERM and SIGINT handling instead of Twisted's."""
 
-    def __init__(self, *args: Any, grace_seconds: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, grace_seconds: float, backlog: int = DEFAULT_LISTEN_BACKLOG, **kwargs: Any) -> None:
+        kwargs["endpoints"] = with_backlog(kwargs.get("endpoints") or [], backlog)
         super().__init__(*args, signal_handlers=False, **kwargs)
+        # Said here, where daphne has set up logging: Linux silently caps every backlog.
+        limit = kernel_backlog_limit()
+        if limit is not None and backlog > limit:
+            logger.warning(
+                "LISTEN_BACKLOG is %d but the kernel caps every listen backlog at net.core.somaxconn = %d: "
+                "the accept queue holds %d connections (raise net.core.somaxconn for more)",
+                backlog,
+                limit,
+                limit,
+            )
         self.grace_seconds = grace_seconds
         self.ports: list[Any] = []
         self.drain_started: float | None = None
@@ -196,7 +254,9 @@ def main(argv: list[str]) -> None:
     """Run daphne's command line with the draining server."""
     _lazy_autobahn_logging()
     cli = CommandLineInterface()
-    cli.server_class = functools.partial(DrainingServer, grace_seconds=shutdown_grace_seconds(os.environ))
+    cli.server_class = functools.partial(
+        DrainingServer, grace_seconds=shutdown_grace_seconds(os.environ), backlog=listen_backlog(os.environ)
+    )
     cli.run(argv)
 
 

@@ -10,6 +10,7 @@ polling       wait until a condition holds, with a deadline (sync and async)
 processes     start a server process on a free port, wait until it answers, stop it with SIGTERM
 queries       the SQL statements a block runs, in every thread (a request served in-process)
 services      server processes on the tests' own PostgreSQL and Redis
+sockets       a listening socket as the kernel reports it (its backlog), as `ss -ltn` shows it
 sources       a valid source's fields, and the state of the whole catalog
 subscribers   sourceEvents subscribers on server processes, and `until_live`
 websocket     the GraphQL-over-WebSocket client, in-process or over the network, both subprotocols
