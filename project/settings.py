@@ -94,7 +94,29 @@ TEMPLATES = [
 # --- Database: SQLite embedded by default, PostgreSQL (psycopg 3) when DATABASE_URL is set.
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # A pool of connections per process (psycopg_pool, through Django's OPTIONS["pool"]) when
+    # DATABASE_POOL_SIZE is 1 or more (the default, 10): a thread takes a connection from it
+    # for a request or a read and gives it back when Django closes it, instead of keeping one
+    # connection per thread. Django refuses a pool with persistent connections, hence
+    # CONN_MAX_AGE 0. CONN_HEALTH_CHECKS stays on: with a pool, Django hands it to the pool as
+    # its `check`, which tries each connection (an empty statement) before handing it out, so
+    # that a request after a database outage gets a live connection, not one the outage broke
+    # (project.database replaces them all at once; tests/test_database_outage.py). 0 turns the
+    # pool off: one persistent connection per thread, checked at the start of each request.
+    _pool_size = os.environ.get("DATABASE_POOL_SIZE") or "10"
+    try:
+        DATABASE_POOL_SIZE = int(_pool_size)
+    except ValueError:
+        DATABASE_POOL_SIZE = -1
+    if not 0 <= DATABASE_POOL_SIZE <= 1000:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_SIZE must be a whole number of connections from 0 (no pool) to 1000, not {_pool_size!r}."
+        )
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=0 if DATABASE_POOL_SIZE else 600, conn_health_checks=True
+        )
+    }
     # Without a timeout, opening a connection to a host that drops packets instead of refusing
     # them waits as long as the OS keeps trying (minutes), and so does the request behind it;
     # with one, the request fails fast with `unavailable`. A connect_timeout in the URL wins.
@@ -109,6 +131,25 @@ if DATABASE_URL:
             f"not {_connect_timeout!r}."
         )
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    if DATABASE_POOL_SIZE:
+        # Django's backend, with a pool that replaces the connections an outage broke at once.
+        # Named after the channel-layer prefix below is derived, so that it stays as it was.
+        _pooled_engine = "project.database"
+        _connect_within = int(DATABASES["default"]["OPTIONS"]["connect_timeout"])  # the URL's, if it has one
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            # Two kept open, so that a quiet process still answers its first request at once.
+            "min_size": min(2, DATABASE_POOL_SIZE),
+            "max_size": DATABASE_POOL_SIZE,
+            # How long a request waits for a connection, all taken or none to be had (the
+            # database away): the same bound as for opening one, so an outage is still
+            # `unavailable` within seconds, not after psycopg_pool's default 30 s.
+            "timeout": _connect_within,
+            # How long the pool keeps trying to replace a connection before it gives up on it
+            # (psycopg_pool's default: 5 minutes, with growing pauses between attempts). Short,
+            # so that after an outage no attempt is paused when the database returns: the next
+            # request that needs a connection asks for a new one at once.
+            "reconnect_timeout": _connect_within,
+        }
 else:
     SQLITE_PATH = os.environ.get("SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
     DATABASES = {
@@ -150,6 +191,8 @@ _deployment = f"{_database['ENGINE']}|{_database.get('HOST')}|{_database.get('PO
 CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX") or (
     "catalog-" + hashlib.sha256(_deployment.encode()).hexdigest()[:12]
 )
+if DATABASE_URL and DATABASE_POOL_SIZE:
+    DATABASES["default"]["ENGINE"] = _pooled_engine
 if REDIS_URL and REDIS_CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {

@@ -12,6 +12,7 @@ import os
 import runpy
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,51 @@ def database_settings(monkeypatch: pytest.MonkeyPatch, url: str, timeout: str | 
 def test_postgresql_connections_give_up_after_the_connect_timeout(
     monkeypatch: pytest.MonkeyPatch, url: str, timeout: str | None, expected: int
 ) -> None:
-    assert database_settings(monkeypatch, url, timeout)["OPTIONS"] == {"connect_timeout": expected}
+    options = database_settings(monkeypatch, url, timeout)["OPTIONS"]
+    # Waiting for a connection from the pool, and trying to replace one, are bounded alike.
+    assert options == {
+        "connect_timeout": expected,
+        "pool": {"min_size": 2, "max_size": 10, "timeout": expected, "reconnect_timeout": expected},
+    }
+
+
+@pytest.mark.parametrize(
+    ("size", "pool", "max_age"),
+    [
+        (None, {"min_size": 2, "max_size": 10}, 0),
+        ("25", {"min_size": 2, "max_size": 25}, 0),
+        ("1", {"min_size": 1, "max_size": 1}, 0),
+        # no pool: a persistent connection per thread, checked when a request starts
+        ("0", None, 600),
+    ],
+)
+def test_postgresql_connections_come_from_a_pool_of_database_pool_size(
+    monkeypatch: pytest.MonkeyPatch, size: str | None, pool: dict[str, int] | None, max_age: int
+) -> None:
+    if size is None:
+        monkeypatch.delenv("DATABASE_POOL_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("DATABASE_POOL_SIZE", size)
+    database = database_settings(monkeypatch, "postgres://catalog@db:5432/catalog", None)
+    options = database["OPTIONS"]
+    assert ({k: options["pool"][k] for k in ("min_size", "max_size")} if "pool" in options else None) == pool
+    # Django refuses a pool with persistent connections; with one, the health checks are the
+    # pool's check of each connection it hands out.
+    assert (database["CONN_MAX_AGE"], database["CONN_HEALTH_CHECKS"]) == (max_age, True)
+    # the pool's backend: Django's, with broken connections replaced at once (project.database)
+    assert database["ENGINE"] == ("project.database" if pool else "django.db.backends.postgresql")
+
+
+@pytest.mark.parametrize("size", ["-1", "1001", "ten", "2.5"])
+def test_a_pool_size_that_is_no_whole_number_from_0_to_1000_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, size: str
+) -> None:
+    monkeypatch.setenv("DATABASE_POOL_SIZE", size)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        database_settings(monkeypatch, "postgres://catalog@db:5432/catalog", None)
+    assert str(refused.value) == (
+        f"DATABASE_POOL_SIZE must be a whole number of connections from 0 (no pool) to 1000, not {size!r}."
+    )
 
 
 @pytest.mark.parametrize("timeout", ["0", "1", "301", "5s", "2.5"])
@@ -317,6 +362,45 @@ async def test_the_service_recovers_by_itself_as_soon_as_the_database_returns(se
         assert await run(socket, SOURCES) == [("next", listing[1]), ("complete", None)]
     async with server.socket() as fresh:
         assert await run(fresh, SOURCES) == [("next", listing[1]), ("complete", None)]
+
+
+def at_once(server: Server, how_many: int) -> list[int]:
+    """POST `how_many` listings at the same time; return their statuses."""
+    with ThreadPoolExecutor(how_many) as threads:
+        return [status for status, _ in threads.map(lambda _: server.post(SOURCES), range(how_many))]
+
+
+def server_connections() -> int:
+    """Return how many connections the server holds to its database (this one not counted)."""
+    return direct("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", DATABASE)
+
+
+async def test_the_server_holds_no_more_connections_than_its_pool(server: Server) -> None:
+    # 30 requests at once, on a pool of 10 (DATABASE_POOL_SIZE's default): they take turns
+    assert at_once(server, 30) == [200] * 30
+    assert 2 <= server_connections() <= 10
+
+
+async def test_pooled_connections_an_outage_broke_are_replaced_not_handed_out(server: Server) -> None:
+    # given: the pool holds its ten connections; a quiet outage breaks every one of them
+    assert at_once(server, 30) == [200] * 30
+    assert server_connections() == 10
+    server.proxy.cut()
+    server.proxy.restore()
+
+    # when: the database is back, and requests come one after the other, then at once
+    started = time.monotonic()
+    async with server.socket() as socket:
+        listing = await run(socket, SOURCES)
+    statuses = [server.post(SOURCES)[0] for _ in range(3)] + at_once(server, 8)
+
+    # then: none is handed a broken connection, and none waits out the pool's timeout
+    # (psycopg_pool alone tries one pooled connection per pause of 1 s and more: these would
+    # fail for as long as ten broken connections take to try, two at most per request)
+    assert [kind for kind, _ in listing] == ["next", "complete"]
+    assert "errors" not in listing[0][1]
+    assert statuses == [200] * 11
+    assert time.monotonic() - started < CONNECT_TIMEOUT
 
 
 async def test_a_live_subscription_waits_out_the_outage_and_follows_changes_after_it(server: Server) -> None:
