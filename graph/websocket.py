@@ -16,11 +16,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from channels.auth import get_user
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError
+from django.http.cookie import parse_cookie
 from django.utils import timezone
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.channels import GraphQLWSConsumer
@@ -277,6 +277,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self._user_pk: Any = None
         self._token_id: int | None = None
         self._could_view = False
+        self._session_key: str | None = None
         self._watch: AccessWatch | None = None
         self._expiry: asyncio.Task | None = None
 
@@ -355,10 +356,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
                 user = token.user
             else:
                 token = None
-                user = await get_user(self.scope) if "session" in self.scope else None
-                if user is None or not user.is_authenticated:
-                    raise TokenRefused(NOT_SIGNED_IN)
-                self._could_view = await database_sync_to_async(holds_now)(user, VIEW_SOURCE)
+                self._session_key = _session_key(self.scope)
+                user, self._could_view = await database_sync_to_async(_session_sign_in)(self._session_key)
         except TokenRefused as refusal:
             raise ConnectionRejectionError({"message": str(refusal)}) from None
         self.scope["user"] = user
@@ -383,7 +382,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
 
     async def _access_problem(self, ended_session: str | None = None) -> str | None:
         """Return why the socket may no longer stay open, or None; keep its user up to date."""
-        session_key = self.scope["session"].session_key if self._token_id is None else None
+        session_key = self._session_key if self._token_id is None else None
         ended = self._token_id is None and ended_session == session_key  # announced before the store forgets it
         problem, user, expires_at = await database_sync_to_async(_standing)(
             self._token_id, None if ended else session_key, self._user_pk, self._could_view
@@ -402,6 +401,28 @@ class GraphQLConsumer(GraphQLWSConsumer):
         # A deadline, not a poll: the token stops working at that instant and so does the socket.
         await asyncio.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()))
         await self.close(code=FORBIDDEN, reason="The API token has expired.")
+
+
+def _session_key(scope: Mapping[str, Any]) -> str | None:
+    """Return the session key in the handshake's cookies, if any.
+
+    Read here rather than by channels' session and auth middleware, which would load a session
+    and a user for every socket, token ones included, and wrap every frame sent.
+    """
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            key = parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME)
+            if key:
+                return key
+    return None
+
+
+def _session_sign_in(session_key: str | None) -> tuple[Any, bool]:
+    """Return the user the session signs in (TokenRefused if none), and whether they may view sources."""
+    user = session_user(session_key)
+    if user is None:
+        raise TokenRefused(NOT_SIGNED_IN)
+    return user, holds_now(user, VIEW_SOURCE)
 
 
 def _token_sign_in(authorization: object) -> tuple[ApiToken, bool]:

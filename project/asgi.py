@@ -11,7 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
@@ -31,8 +30,8 @@ graphql_websocket = GraphQLConsumer.as_asgi(
 application = ProtocolTypeRouter(
     {
         "http": django_application,
-        # The session, read only if the socket signs in with it: the consumer loads its user
-        # (channels' AuthMiddleware would load one for every socket, token ones included).
-        "websocket": SessionMiddlewareStack(URLRouter([re_path(r"^graphql/?$", graphql_websocket)])),
+        # No session or auth middleware: the consumer reads the session cookie itself, only for
+        # a socket that signs in with it (see graph.websocket._session_key).
+        "websocket": URLRouter([re_path(r"^graphql/?$", graphql_websocket)]),
     }
 )
