@@ -1,24 +1,30 @@
-"""The fan-out benchmark's figures: one row per configuration, printed as a plain table."""
+"""The fan-out benchmark's figures: one row per configuration, printed as plain tables."""
 
 from __future__ import annotations
 
 import os
 import platform
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
 
 @dataclass
 class Row:
-    """The figures of one (layer, processes, subscribers, subscription); times in seconds."""
+    """The figures of one (configuration, subscribers, subscription); times in seconds."""
 
-    layer: str
+    layer: str  # the configuration: embedded, pubsub-1p, ...
     processes: int
     subscribers: int
-    kind: str
+    kind: str  # sourceEvents, dataLibrary, or mixed: 100 distinct operations
     clients: int  # client processes holding the subscribers
+    rss_before_kib: int = 0  # all server processes, before the subscribers connect
+    rss_idle_kib: int = 0  # with the N subscribers connected, before the rounds
+    frame_bytes: float = 0.0  # mean size of a result frame
+    ceiling_from_send: float = 0.0  # the bare app's send>last, same sockets and frame size
+    ceiling_cpu_per_subscriber: float = 0.0
     open_seconds: float = 0.0
     last_median: float = 0.0
     last_max: float = 0.0
@@ -50,21 +56,38 @@ class Row:
 
     @property
     def label(self) -> str:
-        return f"{self.layer} {self.processes}p N={self.subscribers} {self.kind}"
+        return f"{self.layer} N={self.subscribers} {self.kind}"
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def ratio(ours: float, ceiling: float) -> str:
+    return f"{ours / ceiling:.1f}" if ceiling > 0 else "-"
+
+
 # (heading, what it means, value)
 COLUMNS: tuple[tuple[str, str, Callable[[Row], str]], ...] = (
-    ("layer", "channels-redis layer (REDIS_CHANNEL_LAYER)", lambda r: r.layer),
-    ("procs", "daphne server processes; the subscribers are split evenly over them", lambda r: str(r.processes)),
+    (
+        "config",
+        "embedded (SQLite, in-memory layer), pubsub-Np/core-Np: PostgreSQL + Redis, N processes",
+        lambda r: r.layer,
+    ),
     ("N", "subscribers, one WebSocket and one subscription each", lambda r: str(r.subscribers)),
-    ("subscription", "what each subscriber runs", lambda r: r.kind),
+    ("subscription", "what each subscriber runs; mixed: 100 distinct operations", lambda r: r.kind),
     ("clients", "client processes holding the subscribers (one asyncio loop each)", lambda r: str(r.clients)),
     ("open s", "seconds to open the N sockets until every subscription runs", lambda r: f"{r.open_seconds:.1f}"),
+    (
+        "open/s",
+        "sockets opened per second, each until it has a result",
+        lambda r: f"{r.subscribers / r.open_seconds:.0f}" if r.open_seconds else "-",
+    ),
+    (
+        "KiB/conn",
+        "server memory (RSS, all processes) per connection at rest: (idle - before) / N",
+        lambda r: f"{(r.rss_idle_kib - r.rss_before_kib) / r.subscribers:.0f}",
+    ),
     (
         "last med",
         "ms from the mutation's HTTP response to the LAST subscriber's result, median of rounds",
@@ -115,45 +138,89 @@ COLUMNS: tuple[tuple[str, str, Callable[[Row], str]], ...] = (
     ),
     ("lost", "(subscriber, round) results never received within the round timeout", lambda r: str(r.missing)),
     ("dup", "results received twice", lambda r: str(r.duplicates)),
-    ("stale", "dataLibrary results computed before their change was sent", lambda r: str(r.stale)),
+    ("stale", "results showing an older state than the last change sent before them", lambda r: str(r.stale)),
+    (
+        "frame B",
+        "mean size of a result frame, bytes (the ceiling sends frames of this size)",
+        lambda r: f"{r.frame_bytes:.0f}",
+    ),
+    (
+        "ceil s>l",
+        "CEILING: send>last of a bare daphne app writing one frame per socket from one loop, same sockets",
+        lambda r: ms(r.ceiling_from_send),
+    ),
+    ("x s>l", "ours / ceiling, send>last (goal: 2 or less)", lambda r: ratio(r.last_from_send, r.ceiling_from_send)),
+    (
+        "ceil us",
+        "the ceiling's server CPU microseconds per subscriber per change",
+        lambda r: f"{r.ceiling_cpu_per_subscriber * 1e6:.0f}",
+    ),
+    (
+        "x us",
+        "ours / ceiling, CPU per subscriber (goal: 2 or less)",
+        lambda r: ratio(r.fanout_cpu_per_subscriber, r.ceiling_cpu_per_subscriber),
+    ),
 )
 
+Columns = Sequence[tuple[str, str, Callable[[Any], str]]]
 
-def table(rows: list[Row]) -> str:
-    cells = [[heading for heading, _, _ in COLUMNS]] + [[value(row) for _, _, value in COLUMNS] for row in rows]
-    widths = [max(len(line[index]) for line in cells) for index in range(len(COLUMNS))]
+
+def table(rows: Sequence[Any], columns: Columns = COLUMNS) -> str:
+    cells = [[heading for heading, _, _ in columns]] + [[value(row) for _, _, value in columns] for row in rows]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(columns))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in cells)
 
 
+def legend(columns: Columns) -> str:
+    return "\n".join(f"  {heading:>9}: {meaning}" for heading, meaning, _ in columns)
+
+
 def print_report(
-    rows: list[Row], findings: list[str], *, command: str, services: str, load: tuple[float, float], show_queries: bool
+    rows: list[Row],
+    findings: list[str],
+    *,
+    command: str,
+    services: str,
+    load: tuple[float, float],
+    show_queries: bool,
+    tables: Sequence[tuple[str, Sequence[Any], Columns]] = (),
+    failures: Sequence[str] = (),
 ) -> None:
+    """Print the main table, then each of `tables` (title, rows, columns), the legends and problems."""
     packages = ("Django", "daphne", "channels", "channels-redis", "strawberry-graphql", "websockets")
     print("Fan-out benchmark: one change, N subscribers, P server processes")
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}")
     print(f"load average (1 min): {load[0]:.2f} at the start, {load[1]:.2f} at the end")
     print(f"services: {services}; " + ", ".join(f"{name} {version(name)}" for name in packages))
     print(
-        "servers: daphne serving benchmarks.instrumented:application (the service and a query counter) in "
-        "production mode over HTTP; ACCESS_RECHECK_SECONDS=86400: at the default (60) each socket re-checks "
-        "its token every minute, N/60 checks a second unrelated to changes; changes go through process 1"
+        "servers: project.serve (daphne) serving benchmarks.instrumented:application (the service and a query "
+        "counter) in production mode over HTTP; ACCESS_RECHECK_SECONDS=86400: at the default (60) each socket "
+        "re-checks its token every minute, N/60 checks a second unrelated to changes; changes go through process 1"
     )
     print(f"reproduce: {command}")
     print()
-    print(table(rows))
-    print()
-    for heading, meaning, _ in COLUMNS[4:]:
-        print(f"  {heading:>9}: {meaning}")
+    if rows:
+        print(table(rows))
+        print()
+        print(legend(COLUMNS[3:]))
+    for title, extra_rows, columns in tables:
+        if extra_rows:
+            print(f"\n{title}\n")
+            print(table(extra_rows, columns))
+            print()
+            print(legend(columns[2:]))
     if show_queries:
         for row in rows:
             print(f"\n{row.label}: SQL statements per change besides the mutation's own")
             for statement, per_event in row.statements.most_common():
                 if abs(per_event) >= 0.005:
                     print(f"  {per_event:7.2f}  {statement}")
-    problems = [f"{row.label}: {problem}" for row in rows for problem in row.problems]
+    problems = list(failures)
+    problems += [f"{row.label}: {problem}" for row in rows for problem in row.problems]
+    problems += [f"{row.label}: {p}" for _, extra_rows, _ in tables for row in extra_rows for p in row.problems]
     print("\nproblems seen by the benchmark: " + ("none" if not problems else ""))
-    for problem in problems[:20]:
+    for problem in problems[:30]:
         print(f"  {problem}")
     print("server logs (errors, warnings, capacity messages): " + ("none" if not findings else ""))
     for line, times in Counter(findings).most_common(20):
-        print(f"  {times} x {line}")
+        print(f"  {times} x {line[:400]}")

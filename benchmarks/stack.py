@@ -29,18 +29,26 @@ USERNAME = "bench"
 # Settings of this process that a server must not inherit: it gets its own.
 _OWN = {"DATABASE_URL", "REDIS_URL", "REDIS_CHANNEL_LAYER", "DJANGO_SECRET_KEY", "DJANGO_DEBUG"}
 _OWN |= {"DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS", "SECURE_SSL_REDIRECT", "ACCESS_RECHECK_SECONDS"}
+_OWN |= {"SQLITE_PATH"}
+SERVICE_APPLICATION = "benchmarks.instrumented:application"
+CEILING_APPLICATION = "benchmarks.ceiling:application"
 
 
-def service_env(database_url: str, redis_url: str, layer: str) -> dict[str, str]:
-    """Return the environment of the servers and management commands: production mode, over HTTP."""
+def service_env(database_url: str, redis_url: str, layer: str, sqlite_path: str = "") -> dict[str, str]:
+    """Return the environment of the servers and management commands: production mode, over HTTP.
+
+    Without `database_url` and `redis_url`: the embedded defaults, SQLite at `sqlite_path` and
+    the in-memory channel layer (one process).
+    """
     inherited = {key: value for key, value in os.environ.items() if key not in _OWN}
+    if not database_url:
+        inherited["SQLITE_PATH"] = sqlite_path
     return inherited | {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "0",  # no TLS on loopback
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "REDIS_CHANNEL_LAYER": layer,
+        **({"DATABASE_URL": database_url} if database_url else {}),
+        **({"REDIS_URL": redis_url, "REDIS_CHANNEL_LAYER": layer} if redis_url else {}),
         # Each socket re-checks its token on its own every ACCESS_RECHECK_SECONDS: 1,000
         # sockets would add ~17 queries a second that have nothing to do with the events.
         "ACCESS_RECHECK_SECONDS": "86400",
@@ -149,8 +157,13 @@ def get_json(url: str, timeout: float = 10) -> tuple[int, Any]:
 
 
 @contextlib.contextmanager
-def servers(count: int, env: dict[str, str], log_dir: Path, label: str) -> Iterator[list[Server]]:
-    """Run `count` daphne processes serving the instrumented application until the block ends."""
+def servers(
+    count: int, env: dict[str, str], log_dir: Path, label: str, application: str = SERVICE_APPLICATION
+) -> Iterator[list[Server]]:
+    """Run `count` project.serve (daphne) processes serving `application` until the block ends.
+
+    The service's own launcher, so that its listen backlog and shutdown are what is measured.
+    """
     started: list[Server] = []
     try:
         for index in range(count):
@@ -159,7 +172,7 @@ def servers(count: int, env: dict[str, str], log_dir: Path, label: str) -> Itera
             command = [
                 sys.executable,
                 "-m",
-                "daphne",
+                "project.serve",
                 "-b",
                 "127.0.0.1",
                 "-p",
@@ -168,7 +181,7 @@ def servers(count: int, env: dict[str, str], log_dir: Path, label: str) -> Itera
                 # within 5 s by default; a burst of a thousand can take longer on one process.
                 "--websocket_connect_timeout",
                 "60",
-                "benchmarks.instrumented:application",
+                application,
             ]
             with log.open("w") as output:
                 process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
@@ -181,7 +194,7 @@ def servers(count: int, env: dict[str, str], log_dir: Path, label: str) -> Itera
             server.process.terminate()
         for server in started:
             try:
-                server.process.wait(timeout=15)
+                server.process.wait(timeout=30)  # project.serve drains for up to 10 s
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
@@ -220,6 +233,14 @@ def machine_busy_seconds() -> float:
     """Return the CPU time all processes of the machine have used since boot (Linux /proc/stat)."""
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    """Return a process's resident memory in KiB (Linux /proc/<pid>/status, VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def process_cpu_seconds(pid: int) -> float:
