@@ -43,6 +43,7 @@ class Row:
     missing: int = 0
     duplicates: int = 0
     stale: int = 0
+    differ: int = 0  # (operation, change) pairs whose subscribers did not all get the same result
     problems: list[str] = field(default_factory=list)
     statements: Counter[str] = field(default_factory=Counter)  # per event, during the rounds
 
@@ -139,6 +140,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Row], str]], ...] = (
     ("lost", "(subscriber, round) results never received within the round timeout", lambda r: str(r.missing)),
     ("dup", "results received twice", lambda r: str(r.duplicates)),
     ("stale", "results showing an older state than the last change sent before them", lambda r: str(r.stale)),
+    ("differ", "(operation, change) whose subscribers got different results", lambda r: str(r.differ)),
     (
         "frame B",
         "mean size of a result frame, bytes (the ceiling sends frames of this size)",

@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import multiprocessing
 import os
@@ -68,6 +69,7 @@ class Subscriber:
     stale: int = 0  # results that show a state older than the last change sent before them
     duplicates: int = 0
     frame_bytes: int = 0  # the size of the last result frame
+    digests: dict[Any, str] = field(default_factory=dict)  # result key -> digest of the result
     problems: list[str] = field(default_factory=list)
     got: asyncio.Event = field(default_factory=asyncio.Event)  # set at every result
 
@@ -87,6 +89,7 @@ class Subscriber:
                 return
         if key not in self.arrivals:
             self.arrivals[key] = arrived
+            self.digests[key] = digest(data)
         elif key in (latest, rounds.markers[-1] if rounds.markers else None) or "sourceEvents" in data:
             self.duplicates += 1
         else:
@@ -94,6 +97,13 @@ class Subscriber:
 
     def key(self, index: int, marker: str) -> Any:
         return index if self.operation.match == "library" else marker
+
+
+def digest(data: dict[str, Any]) -> str:
+    """Return a digest of a result, but for the time it was computed (each process computes its own)."""
+    if "dataLibrary" in data:
+        data = {"dataLibrary": {k: v for k, v in data["dataLibrary"].items() if k != "generatedAt"}}
+    return hashlib.blake2b(json.dumps(data, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 
 async def receive(ws: GraphQLWebSocket, subscriber: Subscriber, rounds: Rounds) -> None:
@@ -221,6 +231,7 @@ async def serve(pipe: Connection) -> None:
                     "duplicates": sum(s.duplicates for s in subscribers),
                     "stale": sum(s.stale for s in subscribers),
                     "frame_bytes": [s.frame_bytes for s in subscribers if s.frame_bytes],
+                    "digests": [(s.operation.name, key, d) for s in subscribers for key, d in s.digests.items()],
                     "problems": [problem for s in subscribers for problem in s.problems][:5],
                     "closed": sum(s.problems != [] and "closed by the server" in s.problems[-1] for s in subscribers),
                 }
