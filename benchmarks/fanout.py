@@ -58,8 +58,10 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 # Run as a script (benchmarks/fanout.py): make the project importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,6 +71,8 @@ from benchmarks.fanout_row import measure, measure_ceiling
 from benchmarks.operations import IDENTICAL
 from benchmarks.report import Row, print_report
 from benchmarks.service import CONFIGS, Bench, Config
+
+T = TypeVar("T")
 
 
 def prepare(args: argparse.Namespace, config: Config, work_dir: Path) -> tuple[dict[str, str], str]:
@@ -90,45 +94,43 @@ def run_config(args: argparse.Namespace, config: Config, work_dir: Path, report:
     with stack.servers(config.processes, env, work_dir, config.name) as servers:
         bench = Bench(args, config, servers, token)
         mutation = bench.mutation_cost()
-        if "fanout" in args.rows:
-            for count in args.subscribers:
-                for kind in args.kinds + (["mixed"] if "mixed" in args.operations else []):
-                    if kind != "mixed" and "identical" not in args.operations:
-                        continue
-                    progress(f"{config.name}: {count} {kind} subscribers ...")
-                    try:
-                        row = measure(bench, count, kind, mutation)
-                    except SystemExit as failure:
-                        report.failures.append(f"{config.name} N={count} {kind}: FAILED: {failure}")
-                        progress(f"  FAILED: {failure}")
-                        bench.drained(args.ready_timeout)
-                        continue
-                    progress(f"  send>last {row.last_from_send * 1000:.1f} ms (median); ceiling ...")
-                    measure_ceiling(args, row, work_dir)
-                    progress(f"  ceiling send>last {row.ceiling_from_send * 1000:.1f} ms")
-                    report.rows.append(row)
+        kinds = args.kinds if "identical" in args.operations else []
+        kinds = kinds + (["mixed"] if "mixed" in args.operations else [])
+        for count in args.subscribers if "fanout" in args.rows else []:
+            for kind in kinds:
+                progress(f"{config.name}: {count} {kind} subscribers ...")
+                row = attempt(report, f"{config.name} N={count} {kind}", measure, bench, count, kind, mutation)
+                if row is None:
+                    bench.drained(args.ready_timeout)
+                    continue
+                progress(f"  send>last {row.last_from_send * 1000:.1f} ms (median); ceiling ...")
+                attempt(report, f"{row.label} ceiling", measure_ceiling, args, row, work_dir)
+                progress(f"  ceiling send>last {row.ceiling_from_send * 1000:.1f} ms")
+                report.rows.append(row)
         if "memory" in args.rows:
             progress(f"{config.name}: memory, {args.memory_changes} changes to {args.memory_subscribers} ...")
-            try:
-                report.memory.append(
-                    memory.measure(
-                        bench, args.memory_subscribers, args.memory_changes, args.memory_writers, args.memory_timeout
-                    )
-                )
-            except SystemExit as failure:
-                report.failures.append(f"{config.name} memory: FAILED: {failure}")
+            memory_args = (args.memory_subscribers, args.memory_changes, args.memory_writers, args.memory_timeout)
+            if found := attempt(report, f"{config.name} memory", memory.measure, bench, *memory_args):
+                report.memory.append(found)
+                progress(f"  {found}")
         if "storm" in args.rows:  # last: it lengthens the log for good
             progress(f"{config.name}: storm, {args.storm_sockets} sockets, {args.storm_log_events} events ...")
-            try:
-                report.storms.append(
-                    storm.measure(
-                        bench, args.storm_sockets, args.storm_log_events, args.storm_attempts, args.storm_timeout
-                    )
-                )
-            except SystemExit as failure:
-                report.failures.append(f"{config.name} storm: FAILED: {failure}")
+            storm_args = (args.storm_sockets, args.storm_log_events, args.storm_attempts, args.storm_timeout)
+            if found := attempt(report, f"{config.name} storm", storm.measure, bench, *storm_args):
+                report.storms.append(found)
+                progress(f"  {found}")
     for server in servers:
         report.findings += [f"{server.log.name}: {line}" for line in stack.log_findings(server.log)]
+
+
+def attempt(report: Report, label: str, function: Callable[..., T], *arguments: Any) -> T | None:
+    """Return `function(*arguments)`; None if it failed, the failure noted in `report`: the run goes on."""
+    try:
+        return function(*arguments)
+    except (SystemExit, Exception) as failure:  # a row that cannot finish is a finding
+        report.failures.append(f"{label}: FAILED: {failure!r}"[:600])
+        progress(f"  FAILED: {failure!r}"[:600])
+        return None
 
 
 @dataclass
