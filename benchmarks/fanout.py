@@ -52,13 +52,14 @@ Usage (from the project root):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,38 +90,50 @@ def prepare(args: argparse.Namespace, config: Config, work_dir: Path) -> tuple[d
 
 
 def run_config(args: argparse.Namespace, config: Config, work_dir: Path, report: Report) -> None:
-    """Measure every row of one configuration into `report`."""
+    """Measure every row of one configuration into `report`, each on servers of its own.
+
+    New servers for each row: a process keeps the memory it once used (RSS seldom shrinks), so
+    a row after another would show the earlier row's peak as its "before".
+    """
     env, token = prepare(args, config, work_dir)
-    with stack.servers(config.processes, env, work_dir, config.name) as servers:
-        bench = Bench(args, config, servers, token)
-        mutation = bench.mutation_cost()
-        kinds = args.kinds if "identical" in args.operations else []
-        kinds = kinds + (["mixed"] if "mixed" in args.operations else [])
-        for count in args.subscribers if "fanout" in args.rows else []:
-            for kind in kinds:
-                progress(f"{config.name}: {count} {kind} subscribers ...")
+
+    @contextlib.contextmanager
+    def serving(label: str) -> Iterator[Bench]:
+        servers: list[stack.Server] = []
+        try:
+            with stack.servers(config.processes, env, work_dir, f"{config.name}-{label}") as servers:
+                yield Bench(args, config, servers, token)
+        finally:
+            for server in servers:
+                report.findings += [f"{server.log.name}: {line}" for line in stack.log_findings(server.log)]
+
+    kinds = args.kinds if "identical" in args.operations else []
+    kinds = kinds + (["mixed"] if "mixed" in args.operations else [])
+    for count in args.subscribers if "fanout" in args.rows else []:
+        for kind in kinds:
+            progress(f"{config.name}: {count} {kind} subscribers ...")
+            with serving(f"{count}-{kind}") as bench:
+                mutation = bench.mutation_cost()
                 row = attempt(report, f"{config.name} N={count} {kind}", measure, bench, count, kind, mutation)
-                if row is None:
-                    bench.drained(args.ready_timeout)
-                    continue
+            if row is not None:
                 progress(f"  send>last {row.last_from_send * 1000:.1f} ms (median); ceiling ...")
                 attempt(report, f"{row.label} ceiling", measure_ceiling, args, row, work_dir)
                 progress(f"  ceiling send>last {row.ceiling_from_send * 1000:.1f} ms")
                 report.rows.append(row)
-        if "memory" in args.rows:
-            progress(f"{config.name}: memory, {args.memory_changes} changes to {args.memory_subscribers} ...")
-            memory_args = (args.memory_subscribers, args.memory_changes, args.memory_writers, args.memory_timeout)
+    if "memory" in args.rows:
+        progress(f"{config.name}: memory, {args.memory_changes} changes to {args.memory_subscribers} ...")
+        memory_args = (args.memory_subscribers, args.memory_changes, args.memory_writers, args.memory_timeout)
+        with serving("memory") as bench:
             if found := attempt(report, f"{config.name} memory", memory.measure, bench, *memory_args):
                 report.memory.append(found)
                 progress(f"  {found}")
-        if "storm" in args.rows:  # last: it lengthens the log for good
-            progress(f"{config.name}: storm, {args.storm_sockets} sockets, {args.storm_log_events} events ...")
-            storm_args = (args.storm_sockets, args.storm_log_events, args.storm_attempts, args.storm_timeout)
+    if "storm" in args.rows:  # last: it lengthens the log for good
+        progress(f"{config.name}: storm, {args.storm_sockets} sockets, {args.storm_log_events} events ...")
+        storm_args = (args.storm_sockets, args.storm_log_events, args.storm_attempts, args.storm_timeout)
+        with serving("storm") as bench:
             if found := attempt(report, f"{config.name} storm", storm.measure, bench, *storm_args):
                 report.storms.append(found)
                 progress(f"  {found}")
-    for server in servers:
-        report.findings += [f"{server.log.name}: {line}" for line in stack.log_findings(server.log)]
 
 
 def attempt(report: Report, label: str, function: Callable[..., T], *arguments: Any) -> T | None:

@@ -58,7 +58,8 @@ class Bench:
         self.sources: list[dict[str, Any]] = self.graphql(SOURCES)["sources"]
         self.source = self.sources[0]  # the newest: first on every page of `sources`
         self.source_id = self.source["id"]
-        self.markers = (f"bench {config.name} {n}" for n in range(10**9))
+        # Unique across the servers a run starts: a marker names one change of the whole run.
+        self.markers = (f"bench {config.name} {servers[0].port} {n}" for n in range(10**9))
         self.changes = 0  # every change this run made through `change`, numbered from 1
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
