@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -164,6 +165,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Row], str]], ...] = (
     ),
 )
 
+_NUMBERS = re.compile(r"\d+")
 Columns = Sequence[tuple[str, str, Callable[[Any], str]]]
 
 
@@ -224,5 +226,6 @@ def print_report(
     for problem in problems[:30]:
         print(f"  {problem}")
     print("server logs (errors, warnings, capacity messages): " + ("none" if not findings else ""))
-    for line, times in Counter(findings).most_common(20):
-        print(f"  {times} x {line[:400]}")
+    # Lines that differ only by numbers (task ids, ports, times) are counted as one.
+    for line, times in Counter(_NUMBERS.sub("#", line) for line in findings).most_common(20):
+        print(f"  {times} x {line[:300]}")
