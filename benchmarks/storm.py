@@ -15,6 +15,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,6 +37,7 @@ class StormRow:
     seconds: float = 0.0  # from all connects started to the last first result (or the end)
     served: int = 0
     failed_attempts: int = 0
+    listen_overflows: int = 0  # the machine's, during the storm: connections the backlog had no room for
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -58,6 +60,11 @@ COLUMNS = (
         lambda r: str(r.failed_attempts),
     ),
     ("never served", "sockets with no first result after every attempt (goal: 0)", lambda r: str(r.sockets - r.served)),
+    (
+        "backlog full",
+        "times a listen backlog overflowed meanwhile (TcpExt ListenOverflows, the whole machine's)",
+        lambda r: str(r.listen_overflows),
+    ),
 )
 
 
@@ -125,6 +132,12 @@ def fill_sqlite(path: str, target: int) -> int:
     return target
 
 
+def listen_overflows() -> int:
+    """Return how often a listen queue of this machine has overflowed since boot (Linux /proc/net/netstat)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0], lines[1], strict=True)).get("ListenOverflows", 0))
+
+
 def measure(bench: Bench, sockets: int, log_events: int, attempts: int, timeout: float) -> StormRow:
     """Fill the log, open `sockets` dataLibrary subscribers all at once; return how it went."""
     args = bench.args
@@ -136,8 +149,10 @@ def measure(bench: Bench, sockets: int, log_events: int, attempts: int, timeout:
     clients = Clients(client_processes(args, sockets))
     try:
         plan = plans(bench.servers, bench.token, [IDENTICAL["dataLibrary"]], sockets, len(clients.pipes))
+        overflows = listen_overflows()
         began = time.monotonic()
         answers = clients.ask([("storm", (p, attempts, timeout)) for p in plan])
+        row.listen_overflows = listen_overflows() - overflows
         outcomes = [outcome for answer in answers for outcome in answer]
         served = [outcome["served"] for outcome in outcomes if outcome["served"] is not None]
         row.served = len(served)
