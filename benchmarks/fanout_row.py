@@ -92,6 +92,7 @@ def measure(bench: Bench, count: int, kind: str, mutation: tuple[float, float, C
         row.last_median, row.last_max = statistics.median(figures.lasts), max(figures.lasts)
         row.first_median, row.p50_median = statistics.median(figures.firsts), statistics.median(figures.p50s)
         row.mutation_http, row.last_from_send = statistics.median(figures.http), statistics.median(figures.from_send)
+        row.last_from_send_max = max(figures.from_send)
         row.queries_total = (queries_after - queries_before) / args.rounds
         row.server_cpu, row.client_cpu, row.redis_cpu, machine = (
             (after - before) / args.rounds for before, after in zip(cpu_before, cpu_after, strict=True)

@@ -33,6 +33,7 @@ class Row:
     p50_median: float = 0.0
     mutation_http: float = 0.0
     last_from_send: float = 0.0
+    last_from_send_max: float = 0.0
     queries_total: float = 0.0  # per event, all server processes together
     queries_mutation: float = 0.0
     queries_background: float = 0.0
@@ -112,6 +113,7 @@ COLUMNS: tuple[tuple[str, str, Callable[[Row], str]], ...] = (
         "ms from SENDING the mutation to the last subscriber's result (median)",
         lambda r: ms(r.last_from_send),
     ),
+    ("s>l max", "the same, worst round", lambda r: ms(r.last_from_send_max)),
     ("q/event", "SQL queries per change, all server processes", lambda r: f"{r.queries_total:.1f}"),
     ("q mut", "of which the mutation itself (measured with no subscriber)", lambda r: f"{r.queries_mutation:.1f}"),
     (
