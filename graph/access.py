@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from catalog.topics import ACCESS_TOPIC
+from graph.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -125,13 +125,5 @@ class AccessWatch:
                     await socket.check_access()
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AccessWatch] = weakref.WeakKeyDictionary()
-
-
-def access_watch() -> AccessWatch:
-    """Return the access watch of the running event loop (a process serves from one)."""
-    loop = asyncio.get_running_loop()
-    watch = _watches.get(loop)
-    if watch is None:
-        watch = _watches[loop] = AccessWatch()
-    return watch
+# The running event loop's access watch (a process serves from one loop).
+access_watch = PerLoop(AccessWatch)

@@ -21,13 +21,13 @@ import contextvars
 import dataclasses
 import json
 import logging
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from graph.feed import change_feed
+from graph.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -211,13 +211,8 @@ async def _deliver(member: Member, outcome: Outcome) -> bool:
 # The cohort whose run is executing (its resolvers read it through LiveRun).
 _cohort: contextvars.ContextVar[Cohort | None] = contextvars.ContextVar("cohort", default=None)
 
-_registries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[OperationKey, Cohort]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _registry() -> dict[OperationKey, Cohort]:
-    return _registries.setdefault(asyncio.get_running_loop(), {})
+# The cohorts of the running event loop, by operation.
+_registry: PerLoop[dict[OperationKey, Cohort]] = PerLoop(dict)
 
 
 async def serve(key: OperationKey, member: Member, stream: Callable[[], Awaitable[Any]]) -> PreExecutionError | None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
+
+from graph.loops import PerLoop
 
 T = TypeVar("T")
 
@@ -15,9 +16,7 @@ T = TypeVar("T")
 MAX_KEYS = 1024
 
 # Per event loop: a task belongs to the loop that created it.
-_tasks_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OrderedDict[Hashable, asyncio.Task[Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+_tasks: PerLoop[OrderedDict[Hashable, asyncio.Task[Any]]] = PerLoop(OrderedDict)
 
 
 async def shared(key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
@@ -27,7 +26,7 @@ async def shared(key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
     not work in progress; here the thousand subscribers woken by one event must wait for the
     single computation the first of them started.
     """
-    tasks = _tasks_by_loop.setdefault(asyncio.get_running_loop(), OrderedDict())
+    tasks = _tasks()
     task = tasks.get(key)
     if task is None:
         task = asyncio.ensure_future(compute())

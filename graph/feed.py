@@ -19,7 +19,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from django.utils import timezone
 from catalog.errors import database_unreachable
 from catalog.models import SourceEvent, last_sequence, project_today
 from catalog.topics import SOURCES_TOPIC
+from graph.loops import PerLoop
 from graph.worker import in_worker
 
 logger = logging.getLogger(__name__)
@@ -316,13 +316,5 @@ async def next_day(after: dt.date) -> None:
     await asyncio.sleep(max(0.0, seconds_until_day_after(after)))
 
 
-_feeds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChangeFeed] = weakref.WeakKeyDictionary()
-
-
-def change_feed() -> ChangeFeed:
-    """Return the change feed of the running event loop (a process serves from one)."""
-    loop = asyncio.get_running_loop()
-    feed = _feeds.get(loop)
-    if feed is None:
-        feed = _feeds[loop] = ChangeFeed()
-    return feed
+# The running event loop's change feed (a process serves from one loop).
+change_feed = PerLoop(ChangeFeed)
