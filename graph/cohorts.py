@@ -163,7 +163,7 @@ class Cohort:
         position = max(await floor(), self.start or 0)
         # Until its floor is set, what the run publishes waits in the member's backlog: sent
         # here in order, with no await between the last look at the backlog and setting it.
-        while True:
+        while not member.stopped:  # a stopped member is sent nothing (and _deliver never waits then)
             if member.backlog:
                 outcome = member.backlog.pop(0)
                 if _due(member, outcome, position):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from typing import Any
@@ -141,3 +142,36 @@ async def test_subscribers_of_different_operations_get_their_own_results(counted
         }
         # One execution per operation per change: those that had a result to send.
         assert counted["executions"] == 5 + 6 + 5
+
+
+def test_a_member_stopped_before_its_floor_is_known_is_admitted_without_looping() -> None:
+    """Its operation completed while it waited for the log's position: admit() must still return.
+
+    Run in a thread of its own: a loop that never awaits would block any event loop it ran in,
+    and the test would hang instead of failing.
+    """
+    import threading
+
+    from graph.cohorts import Cohort, Member, Outcome, operation_key
+
+    async def admit_a_stopped_member() -> None:
+        sent: list[str] = []
+
+        async def send(frame: str) -> None:
+            sent.append(frame)
+
+        cohort = Cohort(operation_key("subscription { dataLibrary { windowDays } }", None, None), {})
+        cohort.listening(5)
+        cohort.latest, cohort.position = Outcome('{"data":{}}', 5, "state"), 5
+        member = Member('{"id":"1","type":"next","payload":', send, stopped=True)
+
+        async def floor() -> int:
+            return 5
+
+        await cohort.admit(member, floor)
+        assert sent == []
+
+    admitted = threading.Thread(target=asyncio.run, args=(admit_a_stopped_member(),), daemon=True)
+    admitted.start()
+    admitted.join(10)  # a guard against the hang this test is about, not a wait for a condition
+    assert not admitted.is_alive(), "admit() kept looping for a stopped member"
