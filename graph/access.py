@@ -13,17 +13,15 @@ announce nothing (a queryset update, a lost message).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from catalog.topics import ACCESS_TOPIC
-from graph.loops import PerLoop
+from graph.loops import PerLoop, joined
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +68,18 @@ class AccessWatch:
         return len(self._sockets)
 
     async def _run(self, started: asyncio.Future[None]) -> None:
-        layer = get_channel_layer()
-        channel = None
         try:
-            if layer is not None:
-                channel = await layer.new_channel("access.")
-                await layer.group_add(ACCESS_TOPIC, channel)
+            async with joined(ACCESS_TOPIC, "access.") as (layer, channel):
+                started.set_result(None)
+                await self._follow(layer, channel)
         except Exception as error:
+            if started.done():
+                raise
             if self._task is asyncio.current_task():
                 self._task = None
             started.set_exception(error)
-            return
-        started.set_result(None)
+
+    async def _follow(self, layer: Any, channel: str | None) -> None:
         backstop = asyncio.create_task(self._recheck_all())
         try:
             while channel is not None:
@@ -95,9 +93,6 @@ class AccessWatch:
             await asyncio.Event().wait()  # no channel layer: the backstop alone
         finally:
             backstop.cancel()
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    await layer.group_discard(ACCESS_TOPIC, channel)
 
     def _heard(self, message: dict[str, Any]) -> None:
         concerned: set[Watched] = set()

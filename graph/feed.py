@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
@@ -30,7 +29,7 @@ from django.utils import timezone
 from catalog.errors import database_unreachable
 from catalog.models import SourceEvent, last_sequence, project_today
 from catalog.topics import SOURCES_TOPIC
-from graph.loops import PerLoop
+from graph.loops import PerLoop, joined
 from graph.worker import in_worker
 
 logger = logging.getLogger(__name__)
@@ -60,9 +59,7 @@ class Change:
 class Listener:
     """One live result's place in the feed: the changes handed out since it began listening."""
 
-    def __init__(self, feed: ChangeFeed, start: int) -> None:
-        self.feed = feed
-        self.start = start  # the feed's position when it began listening
+    def __init__(self) -> None:
         self._pending: Change | None = None
         self._arrived = asyncio.Event()
 
@@ -105,7 +102,7 @@ class ChangeFeed:
             self._started = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(self._started), name="change feed")
         await asyncio.shield(self._started)
-        listener = Listener(self, self.upto)
+        listener = Listener()
         self._listeners.add(listener)
         try:
             yield listener
@@ -116,9 +113,6 @@ class ChangeFeed:
                 # next listener starts the feed again from the log's position then.
                 self._task.cancel()
                 self._task = None
-
-    def listeners(self) -> int:
-        return len(self._listeners)
 
     async def position_now(self) -> int:
         """Return the number of the last committed change, read after this call began.
@@ -133,27 +127,19 @@ class ChangeFeed:
     # --- The feed's own task
 
     async def _run(self, started: asyncio.Future[None]) -> None:
-        layer = get_channel_layer()
-        channel = None
         try:
-            if layer is not None:
-                channel = await layer.new_channel("feed.")
-                await layer.group_add(SOURCES_TOPIC, channel)
-            self.upto = await in_worker(last_sequence)
+            async with joined(SOURCES_TOPIC, "feed.") as (layer, channel):
+                self.upto = await in_worker(last_sequence)
+                started.set_result(None)
+                await self._follow(layer, channel)
         except Exception as error:
+            if started.done():
+                raise
             # It could not start (the database is away, say): its listeners fail, and the next
             # one to come starts it again.
             if self._task is asyncio.current_task():
                 self._task = None
             started.set_exception(error)
-            return
-        started.set_result(None)
-        try:
-            await self._follow(layer, channel)
-        finally:
-            if channel is not None:
-                with contextlib.suppress(Exception):
-                    await layer.group_discard(SOURCES_TOPIC, channel)
 
     async def _follow(self, layer: Any, channel: str | None) -> None:
         """Hand out each message's change, a catch-up check now and then, and each midnight."""
