@@ -17,6 +17,8 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     INVALID_TRANSITION = "invalid_transition"
     VERSION_CONFLICT = "version_conflict"
+    # A cursor this log never issued: the client must reload its state (see catalog.cursors).
+    CURSOR_UNKNOWN = "cursor_unknown"
     # Who may do what (the GraphQL layer and the transport use these).
     PERMISSION_DENIED = "permission_denied"
     UNAUTHENTICATED = "unauthenticated"

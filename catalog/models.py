@@ -11,6 +11,8 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from catalog.cursors import cursor_of
+
 TEXT_LENGTH = 255
 
 
@@ -208,8 +210,8 @@ class SourceEvent(models.Model):
 
     @property
     def cursor(self) -> str:
-        # Fixed-width hex of the commit-order number: opaque, and sorts as a string.
-        return f"{self.sequence:016x}"
+        # Opaque, sorts as a string in commit order, and names this change of this log only.
+        return cursor_of(self.sequence, self.source_id, self.version, self.occurred_at)
 
     @property
     def source(self) -> Source | None:

@@ -1,8 +1,9 @@
-"""Reads of the catalog that are more than a field lookup: the data library's counters."""
+"""Reads of the catalog that are more than a field lookup: the data library's counters, the log."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -10,7 +11,11 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from catalog.models import Source, SourceStatus, parse_source_id, project_today
+from catalog.cursors import marks_change, parse_cursor
+from catalog.models import Source, SourceEvent, SourceStatus, parse_source_id, project_today
+
+# The log is read this many changes at a time.
+EVENTS_PER_READ = 500
 
 
 @dataclass(frozen=True)
@@ -120,3 +125,41 @@ def data_library(*, now: datetime | None = None, window_days: int | None = None)
             ),
         ],
     )
+
+
+def events_between(
+    after: int,
+    upto: int,
+    *,
+    source_ids: Collection[uuid.UUID] | None = None,
+    kinds: Collection[str] | None = None,
+) -> list[SourceEvent]:
+    """Return the logged changes numbered above `after` up to `upto`, in order: at most EVENTS_PER_READ.
+
+    Only those of `source_ids` and of `kinds`, when given.
+    """
+    changes = SourceEvent.objects.filter(sequence__gt=after, sequence__lte=upto)
+    if source_ids is not None:
+        changes = changes.filter(source_id__in=source_ids)
+    if kinds is not None:
+        changes = changes.filter(kind__in=kinds)
+    return list(changes.order_by("sequence")[:EVENTS_PER_READ])
+
+
+def cursor_position(cursor: object) -> int | None:
+    """Return the number of the change that `cursor` names, or None when this log never issued it.
+
+    None for anything that is no cursor, a cursor ahead of the log, and one whose change this
+    log does not hold as it was (another deployment's, or from before a restore): see
+    catalog.cursors.
+    """
+    parsed = parse_cursor(cursor)
+    if parsed is None:
+        return None
+    sequence, mark = parsed
+    event = (
+        SourceEvent.objects.filter(sequence=sequence).only("sequence", "source_id", "version", "occurred_at").first()
+    )
+    if event is None or not marks_change(mark, event.sequence, event.source_id, event.version, event.occurred_at):
+        return None
+    return sequence

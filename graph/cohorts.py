@@ -16,6 +16,7 @@ one to leave ends the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -50,7 +51,7 @@ class Member:
     floor: int | None = None  # the log's position when it joined; None until known
     started: bool = False  # a state stream has sent it a first result
     stopped: bool = False  # its operation was completed or stopped: not one more frame
-    backlog: list[Outcome] = dataclasses.field(default_factory=list)  # while the floor is unknown
+    backlog: collections.deque[Outcome] = dataclasses.field(default_factory=collections.deque)  # until the floor is set
     finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
@@ -96,7 +97,7 @@ class Cohort:
         for member in list(self.members):
             # Those still waiting for a result as new as the log was when they joined.
             if member.floor is not None and not member.started and position >= member.floor:
-                await _deliver(member, self.latest)
+                await deliver(member, self.latest)
 
     # --- The run
 
@@ -128,14 +129,9 @@ class Cohort:
             member.finished.set()
 
     async def _publish(self, result: ExecutionResult) -> None:
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [error.formatted for error in result.errors]
-        if result.extensions:
-            payload["extensions"] = result.extensions
         stamp, self._stamp = self._stamp, None
         kind, position = stamp if stamp is not None else ("final", None)
-        outcome = Outcome(json.dumps(payload, separators=(",", ":")), position, kind)
+        outcome = Outcome(encode(result), position, kind)
         if kind == "state":
             self.latest, self.position = outcome, position
         self._ready.set()
@@ -146,30 +142,41 @@ class Cohort:
         for member in list(self.members):
             if member.floor is None:
                 member.backlog.append(outcome)  # admit() sends it, in order
-            elif _due(member, outcome, member.floor) and await _deliver(member, outcome):
+            elif _due(member, outcome, member.floor) and await deliver(member, outcome):
                 sent += 1
                 if sent % SENDS_BETWEEN_YIELDS == 0:
                     await asyncio.sleep(0)  # a writer's request waits for no more than this many sends
 
     # --- Members
 
-    async def admit(self, member: Member, floor: Callable[[], Awaitable[int]]) -> None:
-        """Add `member`, then send it what it is due (see the module's docstring)."""
+    async def admit(self, member: Member, floor: Callable[[], Awaitable[int]], *, hold: bool = False) -> int | None:
+        """Add `member`, then send it what it is due (see the module's docstring).
+
+        Returns the log position it joined at (None when the run had ended). `hold`: send it
+        nothing yet, and keep what the run publishes for it until release() (graph.resume
+        first sends it what it missed before that position).
+        """
         self.members.add(member)
         await self._ready.wait()
         if self.ended and not member.backlog:
             member.finished.set()
-            return
+            return None
         position = max(await floor(), self.start or 0)
+        if not hold:
+            await self.release(member, position)
+        return position
+
+    async def release(self, member: Member, position: int) -> None:
+        """Send `member` what it is due since `position`, and from then on what the run publishes."""
         # Until its floor is set, what the run publishes waits in the member's backlog: sent
         # here in order, with no await between the last look at the backlog and setting it.
-        while not member.stopped:  # a stopped member is sent nothing (and _deliver never waits then)
+        while not member.stopped:  # a stopped member is sent nothing (and deliver never waits then)
             if member.backlog:
-                outcome = member.backlog.pop(0)
+                outcome = member.backlog.popleft()
                 if _due(member, outcome, position):
-                    await _deliver(member, outcome)
+                    await deliver(member, outcome)
             elif not member.started and self.latest is not None and (self.position or 0) >= position:
-                await _deliver(member, self.latest)
+                await deliver(member, self.latest)
             else:
                 break
         member.floor = position
@@ -186,6 +193,16 @@ class Cohort:
                 self._task.cancel()
 
 
+def encode(result: ExecutionResult) -> str:
+    """Return a result as the JSON of a protocol message's payload."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return json.dumps(payload, separators=(",", ":"))
+
+
 def _due(member: Member, outcome: Outcome, floor: int) -> bool:
     if outcome.kind == "event":
         return outcome.position > floor  # committed after the member joined
@@ -195,7 +212,8 @@ def _due(member: Member, outcome: Outcome, floor: int) -> bool:
     return True  # an error result that ends the run: for everyone
 
 
-async def _deliver(member: Member, outcome: Outcome) -> bool:
+async def deliver(member: Member, outcome: Outcome) -> bool:
+    """Send `member` one result, unless its operation has stopped; return whether it was sent."""
     if member.stopped:
         return False
     if outcome.kind == "state":
@@ -215,11 +233,19 @@ _cohort: contextvars.ContextVar[Cohort | None] = contextvars.ContextVar("cohort"
 _registry: PerLoop[dict[OperationKey, Cohort]] = PerLoop(dict)
 
 
-async def serve(key: OperationKey, member: Member, stream: Callable[[], Awaitable[Any]]) -> PreExecutionError | None:
+async def serve(
+    key: OperationKey,
+    member: Member,
+    stream: Callable[[], Awaitable[Any]],
+    replay: Callable[[int], Awaitable[PreExecutionError | bool]] | None = None,
+) -> PreExecutionError | None:
     """Serve `member` from the cohort of `key` until the run ends; `stream()` starts a run.
 
     Returns the run's PreExecutionError, if it failed before executing (a document the schema
-    refuses): each protocol reports that its own way.
+    refuses): each protocol reports that its own way. `replay(position)`, when given, first
+    sends the member what it missed up to the position it joins at (graph.resume.replay):
+    its PreExecutionError is returned, and False (it ended with an error result) ends the
+    member's operation.
     """
     registry = _registry()
     cohort = registry.get(key)
@@ -227,7 +253,12 @@ async def serve(key: OperationKey, member: Member, stream: Callable[[], Awaitabl
         cohort = registry[key] = Cohort(key, registry)
         cohort.begin(stream)
     try:
-        await cohort.admit(member, change_feed().position_now)
+        position = await cohort.admit(member, change_feed().position_now, hold=replay is not None)
+        if replay is not None and position is not None:
+            replayed = await replay(position)
+            if replayed is not True:
+                return replayed if isinstance(replayed, PreExecutionError) else None
+            await cohort.release(member, position)
         await member.finished.wait()
     finally:
         cohort.leave(member)

@@ -28,6 +28,16 @@ def invalid(message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": ErrorCode.INVALID.value})
 
 
+def cursor_unknown(cursor: str) -> GraphQLError:
+    """Return the refusal of a cursor this log never issued (catalog.cursors)."""
+    return GraphQLError(
+        f"This stream never issued the cursor {cursor[:64]!r} (malformed, from another deployment, "
+        "from before the database was restored, or ahead of the log): reload your state, then "
+        "subscribe without `after`.",
+        extensions={"code": ErrorCode.CURSOR_UNKNOWN.value},
+    )
+
+
 def _is_unexpected(error: GraphQLError) -> bool:
     original = error.original_error
     return (

@@ -28,14 +28,13 @@ from django.utils import timezone
 
 from catalog.errors import database_unreachable
 from catalog.models import SourceEvent, last_sequence, project_today
+from catalog.selectors import EVENTS_PER_READ, events_between
 from catalog.topics import SOURCES_TOPIC
 from graph.loops import PerLoop, joined
 from graph.worker import in_worker
 
 logger = logging.getLogger(__name__)
 
-# A gap is read from the log this many changes at a time.
-EVENTS_PER_READ = 500
 # The feed joins its topic again this often: the in-memory and core layers forget a member
 # after their group expiry (a day by default); joining again is cheap and idempotent.
 REJOIN_SECONDS = 3600.0
@@ -229,7 +228,7 @@ class ChangeFeed:
         committed or rolled back, and the feed's position may move to it.
         """
         while self.upto < upto:
-            events = await in_worker(_events_after, self.upto, upto)
+            events = await in_worker(events_between, self.upto, upto)
             full = len(events) == EVENTS_PER_READ
             if full:
                 position = events[-1].sequence
@@ -281,12 +280,6 @@ async def _after(seconds: float, receive: Callable[[], Awaitable[dict[str, Any]]
 
 def _event(event_id: object) -> SourceEvent | None:
     return SourceEvent.objects.filter(pk=event_id).first() if isinstance(event_id, int) else None
-
-
-def _events_after(after: int, upto: int) -> list[SourceEvent]:
-    """Return the logged changes numbered above `after`, up to `upto`, in order (at most EVENTS_PER_READ)."""
-    changes = SourceEvent.objects.filter(sequence__gt=after, sequence__lte=upto).order_by("sequence")
-    return list(changes[:EVENTS_PER_READ])
 
 
 def seconds_until_day_after(day: dt.date, now: dt.datetime | None = None) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -13,9 +14,9 @@ from strawberry.types import Info
 from strawberry_django.pagination import OffsetPaginationInput
 
 from catalog import selectors
-from catalog.models import Source, parse_source_id, project_today
+from catalog.models import Source, SourceEvent, parse_source_id, project_today
 from graph.cohorts import LiveRun
-from graph.errors import invalid
+from graph.errors import cursor_unknown, invalid
 from graph.fanout import shared
 from graph.feed import change_feed
 from graph.listing import page, sources_queryset
@@ -25,35 +26,60 @@ from graph.worker import in_worker
 
 T = TypeVar("T")
 
+# In the context of a resuming subscriber's own run (graph.resume): replay the log up to this
+# position, then end; the cohort the subscriber then joins sends every change after it.
+REPLAY_UNTIL = "replay_until"
+
 
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
         description="Every committed change, in commit order, once each; only those of the "
-        f"given sources (ids) and kinds when given. Needs {VIEW_SOURCE}."
+        "given sources (ids) and kinds when given. With `after` (a cursor this stream delivered), "
+        "first every logged change after it, then live, with no gap and nothing twice; a cursor "
+        f"this log never issued is refused with code cursor_unknown. Needs {VIEW_SOURCE}."
     )
     async def source_events(
         self,
         info: Info,
         ids: list[strawberry.ID] | None = None,
         kinds: list[SourceEventKindEnum] | None = None,
+        after: Annotated[
+            str | None,
+            strawberry.argument(description="Resume after this cursor: the last one the client received."),
+        ] = None,
     ) -> AsyncGenerator[SourceEventType, None]:
         await arequire(info, VIEW_SOURCE)
-        wanted_ids = None if ids is None else {str(_parse_id(value, "ids")) for value in ids}
+        wanted_ids = None if ids is None else {_parse_id(value, "ids") for value in ids}
         wanted_kinds = None if kinds is None else {kind.value for kind in kinds}
+        resumed = None if after is None else await in_worker(selectors.cursor_position, after)
+        if after is not None and resumed is None:
+            raise cursor_unknown(after)
 
-        def wanted(source_id: str, kind: str) -> bool:
-            return (wanted_ids is None or source_id in wanted_ids) and (wanted_kinds is None or kind in wanted_kinds)
+        def wanted(event: SourceEvent) -> bool:
+            return (wanted_ids is None or event.source_id in wanted_ids) and (
+                wanted_kinds is None or event.kind in wanted_kinds
+            )
 
         live = LiveRun()
+        replay_until = _replay_until(info)
+        if replay_until is not None:  # graph.resume: the cohort it joins sends what follows
+            async for event in _logged(resumed or replay_until, replay_until, wanted_ids, wanted_kinds):
+                live.event(event.sequence)
+                yield event
+            return
         feed = change_feed()
         async with feed.listen() as listener:
             # Every change numbered above this one reaches the subscriber, in commit order.
             delivered = await feed.position_now()
             live.listening(delivered)
+            if resumed is not None:
+                async for event in _logged(resumed, delivered, wanted_ids, wanted_kinds):
+                    live.event(event.sequence)
+                    yield event
             async for change in listener:
                 for event in change.events:
-                    if event.sequence > delivered and wanted(str(event.source_id), event.kind):
+                    if event.sequence > delivered and wanted(event):
                         live.event(event.sequence)
                         yield event
                 delivered = max(delivered, change.upto)
@@ -167,6 +193,27 @@ async def _states(load: Callable[[int], Awaitable[T]]) -> AsyncGenerator[T, None
                 yield state
             else:  # a change the first result already reflects
                 await live.unchanged(reflected)
+
+
+async def _logged(
+    after: int, upto: int, source_ids: set[uuid.UUID] | None, kinds: set[str] | None
+) -> AsyncGenerator[SourceEvent, None]:
+    """Yield the logged changes numbered above `after` up to `upto` that these filters select, in order."""
+    while after < upto:
+        events = await in_worker(
+            functools.partial(selectors.events_between, source_ids=source_ids, kinds=kinds), after, upto
+        )
+        for event in events:
+            yield event
+        if len(events) < selectors.EVENTS_PER_READ:
+            return
+        after = events[-1].sequence
+
+
+def _replay_until(info: Info) -> int | None:
+    """Return the position up to which a resuming member's own run replays the log (graph.resume), if any."""
+    context = info.context
+    return context.get(REPLAY_UNTIL) if isinstance(context, dict) else None
 
 
 def _source_list(filters: SourceFilter | None, pagination: OffsetPaginationInput | None) -> list[Source]:

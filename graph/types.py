@@ -73,7 +73,10 @@ class SourceType:
 class SourceEventType:
     """One committed change to a source."""
 
-    cursor: str = strawberry_django.field(only=["id"], description="Opaque; sorts (as a string) in delivery order.")
+    cursor: str = strawberry_django.field(
+        only=["sequence", "source_id", "version", "occurred_at"],
+        description="Opaque; sorts (as a string) in delivery order. Resume after it with sourceEvents(after:).",
+    )
     kind: SourceEventKindEnum
     source_id: strawberry.ID
     source: SourceType | None = strawberry_django.field(

@@ -37,7 +37,7 @@ from accounts.models import ApiToken
 from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode, database_unreachable
-from graph import cohorts
+from graph import cohorts, resume
 from graph.access import AccessWatch, access_watch
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
@@ -96,16 +96,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
 
     async def run_operation(self, operation: Operation) -> None:
         consumer = self.websocket.ws_consumer
-        if not is_subscription(operation.query, operation.operation_name) or not await consumer.may_join_cohorts():
+        resuming = _resuming(operation.query, operation.operation_name, operation.variables)
+        if resuming == resume.ALONE or not await consumer.may_join_cohorts():
             await super().run_operation(operation)  # answered on its own, as Strawberry does
             return
         member = cohorts.Member(frame_head(operation.id, "next"), consumer.send_frame)
         self.members[operation.id] = member
         try:
-            failure = await cohorts.serve(
-                cohorts.operation_key(operation.query, operation.operation_name, operation.variables),
-                member,
-                functools.partial(_run, self.schema, operation.query, operation.variables, operation.operation_name),
+            failure = await _serve(
+                self.schema, operation.query, operation.operation_name, operation.variables, member, resuming
             )
             if failure is not None:
                 await self._handle_pre_execution_error(operation, failure)
@@ -191,14 +190,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
         consumer = self.websocket.ws_consumer
         member = None
         try:
-            if is_subscription(query, operation_name) and await consumer.may_join_cohorts():
+            resuming = _resuming(query, operation_name, variables)
+            if resuming != resume.ALONE and await consumer.may_join_cohorts():
                 member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame)
                 self.members[operation_id] = member
-                failure = await cohorts.serve(
-                    cohorts.operation_key(query, operation_name, variables),
-                    member,
-                    functools.partial(_run, self.schema, query, variables, operation_name),
-                )
+                failure = await _serve(self.schema, query, operation_name, variables, member, resuming)
                 if failure is not None:
                     payload = failure.errors[0].formatted
                     await self.send_message({"type": "error", "id": operation_id, "payload": payload})
@@ -243,6 +239,37 @@ def _is_subscription(query: str, operation_name: str | None) -> bool:
 def frame_head(operation_id: str, message_type: str) -> str:
     """Return a result frame of the operation up to its payload: the payload and "}" follow."""
     return f'{{"id":{json.dumps(operation_id)},"type":"{message_type}","payload":'
+
+
+def _resuming(query: object, operation_name: object, variables: Any) -> resume.Resume | str | None:
+    """Return how a subscription is served: resume.plan's answer, or ALONE when it is no subscription."""
+    if not is_subscription(query, operation_name):
+        return resume.ALONE  # anything else is answered on its own
+    return resume.plan(query, operation_name, variables)
+
+
+async def _serve(
+    schema: Any,
+    query: str,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+    member: cohorts.Member,
+    resuming: resume.Resume | None,
+) -> Any:
+    """Serve a subscription's member from its cohort, first replaying the log when it resumes."""
+    if resuming is None:
+        return await cohorts.serve(
+            cohorts.operation_key(query, operation_name, variables),
+            member,
+            functools.partial(_run, schema, query, variables, operation_name),
+        )
+    shared = resuming.shared_variables
+    return await cohorts.serve(
+        cohorts.operation_key(query, operation_name, shared),
+        member,
+        functools.partial(_run, schema, query, shared, operation_name),
+        functools.partial(resume.replay, schema, query, operation_name, resuming, member),
+    )
 
 
 async def _run(schema: Any, query: str, variables: dict[str, object] | None, operation_name: str | None) -> Any:

@@ -7,19 +7,29 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from django.db import connection
 from graphql import FragmentDefinitionNode, OperationDefinitionNode, build_schema, parse, validate
 
+from catalog import services
+from catalog.models import Source, SourceEvent, last_sequence
 from tests.support.demo import DemoServer, demo_server
-from tests.support.processes import ROOT
+from tests.support.identities import issue_token
+from tests.support.polling import poll_until
+from tests.support.processes import ROOT, serving_several
+from tests.support.services import needs_services, services_env
+from tests.support.sources import source_values
 
 DOC = ROOT / "docs" / "clients.md"
 MIGRATION_DOC = ROOT / "docs" / "migrating-from-websocket-consumers.md"
@@ -162,6 +172,7 @@ def _without_node(reason: str) -> NoReturn:
 class NodeRecipe:
     node: str  # the node executable
     script: Path  # the recipe, next to the node_modules its imports resolve from
+    follow: Path  # the follower recipe, beside it
 
     def run(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return run([self.node, str(self.script)], env, self.script.parent)
@@ -197,7 +208,9 @@ def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
         pytest.fail(f"npm install {' '.join(packages)} failed:\n{installed.stderr}")
     script = folder / "catalog-client.mjs"
     script.write_text(recipe("node"))
-    return NodeRecipe(node=node, script=script)
+    follow = folder / "catalog-follow.mjs"
+    follow.write_text(recipe("node-follow"))
+    return NodeRecipe(node=node, script=script, follow=follow)
 
 
 def test_the_node_recipe_receives_its_write_on_both_subscriptions(node_recipe: NodeRecipe, server: DemoServer) -> None:
@@ -212,3 +225,79 @@ def test_the_node_recipe_gives_up_on_a_token_that_is_not_valid(node_recipe: Node
     result = node_recipe.run(recipe_env(server) | {"CATALOG_TOKEN": NOT_A_TOKEN})
 
     assert (result.returncode, result.stdout, result.stderr) == (1, "", REFUSED + "\n")
+
+
+# Both followers: resuming after a SIGTERM, on another process
+
+
+FOLLOWED = 1000  # changes made while the follower's process stops and it resumes on another
+SIGTERM_AFTER = 100  # the follower has printed this many live changes when its process is stopped
+WRITTEN_BEFORE_SIGTERM = 200  # the rest are written once the stop has begun
+FOLLOW_TIMEOUT = 180
+
+
+@needs_services
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("client", ["python", "node"])
+def test_a_follower_stopped_by_sigterm_resumes_on_another_process_with_every_change_once_in_order(
+    client: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if client == "python":
+        script = tmp_path / "follow.py"
+        script.write_text(recipe("python-follow"))
+        command = [sys.executable, str(script)]
+    else:
+        node_recipe: NodeRecipe = request.getfixturevalue("node_recipe")
+        command = [node_recipe.node, str(node_recipe.follow)]
+    token = issue_token("admin", username=f"{client}-follower")
+    sources = [Source.objects.create(**source_values(panel=f"Panel {n}")).pk for n in range(10)]
+    after = SourceEvent.objects.order_by("sequence").last().cursor  # where the follower left off
+    start = last_sequence()
+    stopping = threading.Event()
+
+    def write() -> None:
+        try:
+            for n in range(FOLLOWED):
+                if n == WRITTEN_BEFORE_SIGTERM:
+                    assert stopping.wait(FOLLOW_TIMEOUT), "the follower never printed enough to stop its process"
+                data = {"scope_of_subscription": f"change {n}"}
+                services.source_update(actor=None, source_id=sources[n % len(sources)], data=data)
+        finally:
+            connection.close()  # this thread's own
+
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    with serving_several(services_env(), logs, ready=True) as (first, second):
+        env = {
+            "CATALOG_URL": f"ws://{first.address}/graphql,ws://{second.address}/graphql",
+            "CATALOG_TOKEN": token,
+            "CATALOG_AFTER": after,
+            "CATALOG_COUNT": str(FOLLOWED),
+        }
+        follower = subprocess.Popen(
+            command, env=os.environ | env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        printed: list[str] = []
+        reader = threading.Thread(target=lambda: printed.extend(iter(follower.stdout.readline, "")))
+        reader.start()
+        writer = ThreadPoolExecutor(1).submit(write)
+        try:
+            poll_until(lambda: len(printed) >= SIGTERM_AFTER or follower.poll() is not None, "live changes printed")
+            first.process.send_signal(signal.SIGTERM)  # a deploy: 1001 to each socket, then exit
+            stopping.set()
+            writer.result(timeout=FOLLOW_TIMEOUT)
+            follower.wait(timeout=FOLLOW_TIMEOUT)
+        finally:
+            stopping.set()
+            if follower.poll() is None:
+                follower.kill()
+            reader.join()
+        errors = follower.stderr.read()
+
+    logged = [
+        {"cursor": event.cursor, "kind": event.kind, "sourceId": str(event.source_id), "version": event.version}
+        for event in SourceEvent.objects.filter(sequence__gt=start).order_by("sequence")
+    ]
+    assert len(logged) == FOLLOWED
+    assert follower.returncode == 0, errors
+    assert [json.loads(line) for line in printed] == logged  # every change once, in commit order
+    assert "closed with 1001" in errors, errors

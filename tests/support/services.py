@@ -35,6 +35,8 @@ def services_env(**env: str) -> dict[str, str]:
     """Return the environment of a server process on the tests' database and Redis, plus `env`."""
     own = {
         "DJANGO_DEBUG": "1",
+        # One deployment with the test process: the cursors it computes from the log are theirs.
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "REDIS_CHANNEL_LAYER": settings.REDIS_CHANNEL_LAYER,
