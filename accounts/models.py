@@ -23,6 +23,8 @@ class ApiToken(models.Model):
     class Meta:
         verbose_name = "API token"
         ordering = ["-created_at"]
+        # Here for want of a model of its own: who may read /metrics (graph.metrics).
+        permissions = [("view_metrics", "Can read the service's metrics")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…, {self.user})"

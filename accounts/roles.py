@@ -17,7 +17,13 @@ _EDIT = [*_READ, "catalog.add_source", "catalog.change_source"]
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     READERS: _READ,
     EDITORS: _EDIT,
-    ADMINS: [*_EDIT, "catalog.delete_source", "accounts.view_apitoken", "accounts.change_apitoken"],
+    ADMINS: [
+        *_EDIT,
+        "catalog.delete_source",
+        "accounts.view_apitoken",
+        "accounts.change_apitoken",
+        "accounts.view_metrics",
+    ],
 }
 
 

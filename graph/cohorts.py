@@ -20,8 +20,10 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
+import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from graph.feed import change_feed
 from graph.loops import PerLoop
+from graph.metrics import DELIVERY_DELAY, RESULTS
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +51,16 @@ class Member:
 
     head: str  # '{"id":"<operation id>","type":"next","payload":'
     send: Callable[[str], Awaitable[None]]
+    field: str = ""  # the subscription's root field, for the metrics
     floor: int | None = None  # the log's position when it joined; None until known
     started: bool = False  # a state stream has sent it a first result
     stopped: bool = False  # its operation was completed or stopped: not one more frame
     backlog: collections.deque[Outcome] = dataclasses.field(default_factory=collections.deque)  # until the floor is set
     finished: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    results: Any = dataclasses.field(init=False)  # the metric it adds its results to
+
+    def __post_init__(self) -> None:
+        self.results = RESULTS.labels(self.field)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Outcome:
     payload: str  # the JSON of the protocol message's payload
     position: int | None  # the log position it reflects (state) or the event's number
     kind: str  # "state", "event", or "final" (an error result, for everyone)
+    changed_at: float | None = None  # when the newest change it reflects was logged (epoch seconds)
 
 
 class Cohort:
@@ -78,7 +87,7 @@ class Cohort:
         self._ready = asyncio.Event()  # the run listens, has a result, or has ended
         self._registry = registry
         self._task: asyncio.Task[None] | None = None
-        self._stamp: tuple[str, int] | None = None
+        self._stamp: tuple[str, int, float | None] | None = None
 
     # --- What the run's resolver tells the cohort (through LiveRun)
 
@@ -86,8 +95,8 @@ class Cohort:
         self.start = position
         self._ready.set()
 
-    def stamp(self, kind: str, position: int) -> None:
-        self._stamp = (kind, position)
+    def stamp(self, kind: str, position: int, changed_at: float | None) -> None:
+        self._stamp = (kind, position, changed_at)
 
     async def unchanged(self, position: int) -> None:
         """The run has seen the changes up to `position`, and its latest result still stands."""
@@ -130,8 +139,8 @@ class Cohort:
 
     async def _publish(self, result: ExecutionResult) -> None:
         stamp, self._stamp = self._stamp, None
-        kind, position = stamp if stamp is not None else ("final", None)
-        outcome = Outcome(encode(result), position, kind)
+        kind, position, changed_at = stamp if stamp is not None else ("final", None, None)
+        outcome = Outcome(encode(result), position, kind, changed_at)
         if kind == "state":
             self.latest, self.position = outcome, position
         self._ready.set()
@@ -146,6 +155,8 @@ class Cohort:
                 sent += 1
                 if sent % SENDS_BETWEEN_YIELDS == 0:
                     await asyncio.sleep(0)  # a writer's request waits for no more than this many sends
+        if sent and outcome.changed_at is not None:
+            DELIVERY_DELAY.observe(max(0.0, time.time() - outcome.changed_at))
 
     # --- Members
 
@@ -223,6 +234,7 @@ async def deliver(member: Member, outcome: Outcome) -> bool:
     except Exception:  # the socket is going away: its operation ends with it
         logger.debug("A frame could not be sent", exc_info=True)
         return False
+    member.results.inc()
     return True
 
 
@@ -279,15 +291,15 @@ class LiveRun:
         if self.cohort is not None:
             self.cohort.listening(position)
 
-    def state(self, position: int) -> None:
-        """The next result is the whole state as of the log's `position`."""
+    def state(self, position: int, changed_at: dt.datetime | None = None) -> None:
+        """The next result is the whole state as of the log's `position` (its newest change logged at `changed_at`)."""
         if self.cohort is not None:
-            self.cohort.stamp("state", position)
+            self.cohort.stamp("state", position, changed_at.timestamp() if changed_at else None)
 
-    def event(self, sequence: int) -> None:
-        """The next result is the change numbered `sequence`."""
+    def event(self, sequence: int, changed_at: dt.datetime | None = None) -> None:
+        """The next result is the change numbered `sequence`, logged at `changed_at`."""
         if self.cohort is not None:
-            self.cohort.stamp("event", sequence)
+            self.cohort.stamp("event", sequence, changed_at.timestamp() if changed_at else None)
 
     async def unchanged(self, position: int) -> None:
         """The changes up to `position` left the last result as it was."""

@@ -31,6 +31,7 @@ from catalog.models import SourceEvent, last_sequence, project_today
 from catalog.selectors import EVENTS_PER_READ, events_between
 from catalog.topics import SOURCES_TOPIC
 from graph.loops import PerLoop, joined
+from graph.metrics import CHANGES, LOG_READS
 from graph.worker import in_worker
 
 logger = logging.getLogger(__name__)
@@ -237,12 +238,14 @@ class ChangeFeed:
             else:
                 position = events[-1].sequence if events else self.upto
             if position > self.upto:
+                LOG_READS.inc(len(events))
                 self._hand_out(Change(tuple(events), position))
             if not full and position < upto:
                 return
 
     def _hand_out(self, change: Change) -> None:
         self.upto = change.upto
+        CHANGES.inc(len(change.events))
         for listener in self._listeners:
             listener._hand(change)
 

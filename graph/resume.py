@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-from collections.abc import Iterator
 from typing import Any, Literal
 
-from django.conf import settings
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    InlineFragmentNode,
-    NullValueNode,
-    OperationDefinitionNode,
-    SelectionSetNode,
-    VariableNode,
-    parse,
-)
 from strawberry.types.execution import PreExecutionError
 
-from graph import cohorts
+from graph import cohorts, documents
 from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD
 from graph.subscriptions import REPLAY_UNTIL
 
 ALONE: Literal["alone"] = "alone"
-RESUMABLE_FIELD = "sourceEvents"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +41,11 @@ class Resume:
 
 def plan(query: str, operation_name: str | None, variables: dict[str, Any] | None) -> Resume | Literal["alone"] | None:
     """Return how a subscription resumes: a Resume, ALONE (served on its own), or None (it does not)."""
-    after = _after_argument(query, operation_name)
-    if after is None or after == ALONE:
-        return after
+    after = documents.after_argument(query, operation_name)
+    if after is None:
+        return None
+    if after == documents.INLINE:
+        return ALONE
     name, has_default = after
     variables = dict(variables or {})
     if name not in variables and has_default:
@@ -92,49 +78,3 @@ async def replay(
             if result.errors:
                 return False
     return True
-
-
-@functools.lru_cache(maxsize=128)
-def _after_argument(query: str, operation_name: str | None) -> tuple[str, bool] | Literal["alone"] | None:
-    """Return how the operation passes sourceEvents' `after`.
-
-    (variable, whether its definition has a default), ALONE when written inline, None when not
-    at all (or when the document is one Strawberry refuses anyway).
-    """
-    try:
-        document = parse(query, no_location=True, max_tokens=settings.GRAPHQL_MAX_TOKENS)
-    except GraphQLError:
-        return None
-    operations = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [node for node in operations if node.name is not None and node.name.value == operation_name]
-    if len(operations) != 1:
-        return None
-    fragments = {node.name.value: node for node in document.definitions if isinstance(node, FragmentDefinitionNode)}
-    defaults = {
-        node.variable.name.value: node.default_value is not None for node in operations[0].variable_definitions or ()
-    }
-    for field in _root_fields(operations[0].selection_set, fragments, set()):
-        for argument in (field.arguments or ()) if field.name.value == RESUMABLE_FIELD else ():
-            if argument.name.value != "after" or isinstance(argument.value, NullValueNode):
-                continue
-            if isinstance(argument.value, VariableNode):
-                name = argument.value.name.value
-                return name, defaults.get(name, False)
-            return ALONE
-    return None
-
-
-def _root_fields(
-    selections: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
-) -> Iterator[FieldNode]:
-    """Yield the operation's root fields, through its fragments (each once: a cycle is invalid anyway)."""
-    for selection in selections.selections:
-        if isinstance(selection, FieldNode):
-            yield selection
-        elif isinstance(selection, InlineFragmentNode):
-            yield from _root_fields(selection.selection_set, fragments, seen)
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)
-            if selection.name.value in fragments:
-                yield from _root_fields(fragments[selection.name.value].selection_set, fragments, seen)

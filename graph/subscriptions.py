@@ -20,6 +20,7 @@ from graph.errors import cursor_unknown, invalid
 from graph.fanout import shared
 from graph.feed import change_feed
 from graph.listing import page, sources_queryset
+from graph.metrics import COALESCED
 from graph.permissions import VIEW_SOURCE, arequire
 from graph.types import DataLibraryType, SourceEventKindEnum, SourceEventType, SourceFilter, SourceType
 from graph.worker import in_worker
@@ -80,7 +81,7 @@ class Subscription:
             async for change in listener:
                 for event in change.events:
                     if event.sequence > delivered and wanted(event):
-                        live.event(event.sequence)
+                        live.event(event.sequence, event.occurred_at)
                         yield event
                 delivered = max(delivered, change.upto)
 
@@ -111,7 +112,7 @@ class Subscription:
                 ("sources", position, project_today(), arguments), lambda: in_worker(_source_list, filters, pagination)
             )
 
-        async with contextlib.aclosing(_states(load)) as states:
+        async with contextlib.aclosing(_states(load, "sources")) as states:
             async for state in states:
                 yield state
 
@@ -142,14 +143,16 @@ class Subscription:
                 return
             async for change in listener:
                 position = max(position, change.upto)
-                latest = current
-                for event in change.events:
+                latest, changes = current, [event for event in change.events if event.source_id == pk]
+                for event in changes:
                     # Never back: an event older than the version sent changes nothing.
-                    if event.source_id == pk and (latest is None or event.version > latest.version):
+                    if latest is None or event.version > latest.version:
                         latest = event.source  # as the change left it; None once deleted
+                if len(changes) > 1:  # changes that came while the last result was computed or sent
+                    COALESCED.labels("source").inc(len(changes) - 1)
                 if latest is not current or change.new_day:  # a new day: a new deliveryStatus
                     current = latest
-                    live.state(position)
+                    live.state(position, changes[-1].occurred_at if changes else None)
                     yield current
                     if current is None:
                         return
@@ -166,12 +169,12 @@ class Subscription:
             # One computation per change for the whole process, whatever the selections.
             return await shared(("data_library", position, project_today()), lambda: in_worker(selectors.data_library))
 
-        async with contextlib.aclosing(_states(load)) as states:
+        async with contextlib.aclosing(_states(load, "dataLibrary")) as states:
             async for state in states:
                 yield state
 
 
-async def _states(load: Callable[[int], Awaitable[T]]) -> AsyncGenerator[T, None]:
+async def _states(load: Callable[[int], Awaitable[T]], field: str) -> AsyncGenerator[T, None]:
     """Yield a live result's whole state now, then again after every change and each midnight.
 
     A live result is a whole state, not a change: it is read again for every change newer
@@ -187,9 +190,12 @@ async def _states(load: Callable[[int], Awaitable[T]]) -> AsyncGenerator[T, None
         yield state
         async for change in listener:
             if change.upto > reflected or change.new_day:
+                new = [event for event in change.events if event.sequence > reflected]
+                if len(new) > 1:  # changes that came while the last result was computed or sent
+                    COALESCED.labels(field).inc(len(new) - 1)
                 reflected = max(reflected, change.upto)
                 state = await load(reflected)
-                live.state(reflected)
+                live.state(reflected, new[-1].occurred_at if new else None)
                 yield state
             else:  # a change the first result already reflects
                 await live.unchanged(reflected)

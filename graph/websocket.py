@@ -9,11 +9,12 @@ connection_init, 1009 a message over GRAPHQL_MAX_REQUEST_BYTES.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.http.cookie import parse_cookie
 from django.utils import timezone
-from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from graphql import GraphQLError
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -37,10 +38,11 @@ from accounts.models import ApiToken
 from accounts.sessions import session_user
 from accounts.tokens import TokenRefused, bearer_authenticate, token_problem
 from catalog.errors import ErrorCode, database_unreachable
-from graph import cohorts, resume
+from graph import cohorts, documents, resume
 from graph.access import AccessWatch, access_watch
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
+from graph.metrics import SOCKETS, SUBSCRIPTIONS
 from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, holds_now
 
 logger = logging.getLogger(__name__)
@@ -95,12 +97,20 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
         await super().handle_subscribe(message)
 
     async def run_operation(self, operation: Operation) -> None:
+        field = documents.subscription_field(operation.query, operation.operation_name)
+        if field is None:
+            await super().run_operation(operation)  # answered on its own, as Strawberry does
+            return
+        with _running(field):
+            await self._run_subscription(operation, field)
+
+    async def _run_subscription(self, operation: Operation, field: str) -> None:
         consumer = self.websocket.ws_consumer
-        resuming = _resuming(operation.query, operation.operation_name, operation.variables)
+        resuming = resume.plan(operation.query, operation.operation_name, operation.variables)
         if resuming == resume.ALONE or not await consumer.may_join_cohorts():
             await super().run_operation(operation)  # answered on its own, as Strawberry does
             return
-        member = cohorts.Member(frame_head(operation.id, "next"), consumer.send_frame)
+        member = cohorts.Member(frame_head(operation.id, "next"), consumer.send_frame, field)
         self.members[operation.id] = member
         try:
             failure = await _serve(
@@ -187,53 +197,47 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
     async def handle_async_results(
         self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
     ) -> None:
+        field = documents.subscription_field(query, operation_name)
+        if field is None:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        with _running(field):
+            if not await self._served_from_cohort(operation_id, query, operation_name, variables, field):
+                await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    async def _served_from_cohort(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+        field: str,
+    ) -> bool:
         consumer = self.websocket.ws_consumer
         member = None
         try:
-            resuming = _resuming(query, operation_name, variables)
-            if resuming != resume.ALONE and await consumer.may_join_cohorts():
-                member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame)
-                self.members[operation_id] = member
-                failure = await _serve(self.schema, query, operation_name, variables, member, resuming)
-                if failure is not None:
-                    payload = failure.errors[0].formatted
-                    await self.send_message({"type": "error", "id": operation_id, "payload": payload})
-                else:
-                    await self.send_message({"type": "complete", "id": operation_id})
-                return
+            resuming = resume.plan(query, operation_name, variables)
+            if resuming == resume.ALONE or not await consumer.may_join_cohorts():
+                return False
+            member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame, field)
+            self.members[operation_id] = member
+            failure = await _serve(self.schema, query, operation_name, variables, member, resuming)
+            if failure is not None:
+                payload = failure.errors[0].formatted
+                await self.send_message({"type": "error", "id": operation_id, "payload": payload})
+            else:
+                await self.send_message({"type": "complete", "id": operation_id})
         except asyncio.CancelledError:  # stopped, even before it began: as Strawberry's handler, say it is complete
             await self.send_message({"type": "complete", "id": operation_id})
-            return
         finally:
             if member is not None:
                 self.members.pop(operation_id, None)
                 self.tasks.pop(operation_id, None)
-        await super().handle_async_results(operation_id, query, operation_name, variables)
+        return True
 
     async def cleanup_operation(self, operation_id: str) -> None:
         _stop(self.members, operation_id)
         await super().cleanup_operation(operation_id)
-
-
-def is_subscription(query: object, operation_name: object) -> bool:
-    """Return whether the operation to run is a subscription of a document that parses.
-
-    Anything else (a query, a mutation, a document with an error) is run by Strawberry on its
-    own, which answers errors the way each protocol wants.
-    """
-    return isinstance(query, str) and isinstance(operation_name, str | None) and _is_subscription(query, operation_name)
-
-
-@functools.lru_cache(maxsize=128)
-def _is_subscription(query: str, operation_name: str | None) -> bool:
-    try:
-        document = parse(query, no_location=True, max_tokens=settings.GRAPHQL_MAX_TOKENS)
-    except GraphQLError:
-        return False
-    operations = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [node for node in operations if node.name is not None and node.name.value == operation_name]
-    return len(operations) == 1 and operations[0].operation == OperationType.SUBSCRIPTION
 
 
 def frame_head(operation_id: str, message_type: str) -> str:
@@ -241,11 +245,15 @@ def frame_head(operation_id: str, message_type: str) -> str:
     return f'{{"id":{json.dumps(operation_id)},"type":"{message_type}","payload":'
 
 
-def _resuming(query: object, operation_name: object, variables: Any) -> resume.Resume | str | None:
-    """Return how a subscription is served: resume.plan's answer, or ALONE when it is no subscription."""
-    if not is_subscription(query, operation_name):
-        return resume.ALONE  # anything else is answered on its own
-    return resume.plan(query, operation_name, variables)
+@contextlib.contextmanager
+def _running(field: str) -> Iterator[None]:
+    """Count a subscription as running while the block runs (graph.metrics)."""
+    running = SUBSCRIPTIONS.labels(field)
+    running.inc()
+    try:
+        yield
+    finally:
+        running.dec()
 
 
 async def _serve(
@@ -301,6 +309,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self.connection_init_wait_timeout = dt.timedelta(seconds=settings.GRAPHQL_CONNECTION_INIT_TIMEOUT)
         self.subprotocol: str | None = None
         self._closed = False
+        self._counted = False  # in graph.metrics.SOCKETS
         self._user_pk: Any = None
         self._token_id: int | None = None
         self._could_view = False
@@ -364,7 +373,15 @@ class GraphQLConsumer(GraphQLWSConsumer):
             self._closed = True
             await super().close(code=code, reason=reason)
 
+    async def connect(self) -> None:
+        SOCKETS.inc()
+        self._counted = True
+        await super().connect()
+
     async def disconnect(self, code: int) -> None:
+        if self._counted:
+            self._counted = False
+            SOCKETS.dec()
         try:
             await super().disconnect(code)  # waits for the handler: sign-in has finished by then
         finally:

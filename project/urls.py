@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
+from graph.metrics import metrics_view
 from graph.schema import schema
 from graph.views import GraphQLView
 from project.health import healthz, readyz
@@ -17,4 +18,5 @@ urlpatterns = [
     path("graphql/", graphql_view),
     path("healthz", healthz),
     path("readyz", readyz),
+    path("metrics", metrics_view),
 ]
