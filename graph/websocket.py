@@ -3,7 +3,8 @@
 Close codes: 4400 malformed frame, 4401 operation before the acknowledgement, 4403 no valid
 credentials (also later, when they are revoked or expire), 4406 unknown subprotocol, 4408
 no connection_init in time, 4409 an operation id already running, 4429 a second
-connection_init, 1009 a message over GRAPHQL_MAX_REQUEST_BYTES.
+connection_init, 1009 a message over GRAPHQL_MAX_REQUEST_BYTES, 4509 a client that reads too
+slowly (graph.outbox).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -43,6 +44,7 @@ from graph.access import AccessWatch, access_watch
 from graph.errors import UNAVAILABLE_MESSAGE
 from graph.frames import frame_problem
 from graph.metrics import SOCKETS, SUBSCRIPTIONS
+from graph.outbox import SLOW_CLIENT, SLOW_CLIENT_REASON, Outbox, send_buffer
 from graph.permissions import LIVE_PERMISSIONS, MEMBERS_HOLD, VIEW_SOURCE, holds_now
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler):
         if resuming == resume.ALONE or not await consumer.may_join_cohorts():
             await super().run_operation(operation)  # answered on its own, as Strawberry does
             return
-        member = cohorts.Member(frame_head(operation.id, "next"), consumer.send_frame, field)
+        member = cohorts.Member(frame_head(operation.id, "next"), _sender(consumer, operation.id, field), field)
         self.members[operation.id] = member
         try:
             failure = await _serve(
@@ -219,7 +221,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
             resuming = resume.plan(query, operation_name, variables)
             if resuming == resume.ALONE or not await consumer.may_join_cohorts():
                 return False
-            member = cohorts.Member(frame_head(operation_id, "data"), consumer.send_frame, field)
+            member = cohorts.Member(frame_head(operation_id, "data"), _sender(consumer, operation_id, field), field)
             self.members[operation_id] = member
             failure = await _serve(self.schema, query, operation_name, variables, member, resuming)
             if failure is not None:
@@ -243,6 +245,13 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
 def frame_head(operation_id: str, message_type: str) -> str:
     """Return a result frame of the operation up to its payload: the payload and "}" follow."""
     return f'{{"id":{json.dumps(operation_id)},"type":"{message_type}","payload":'
+
+
+def _sender(consumer: GraphQLConsumer, operation_id: str, field: str) -> Callable[[str], Awaitable[None]]:
+    """Return how a cohort sends this operation's results: events may not wait; a state's newest may."""
+    if field == documents.RESUMABLE_FIELD:
+        return functools.partial(consumer.send_result, event=True)
+    return functools.partial(consumer.send_result, state_of=operation_id)
 
 
 @contextlib.contextmanager
@@ -310,6 +319,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self.subprotocol: str | None = None
         self._closed = False
         self._counted = False  # in graph.metrics.SOCKETS
+        self._outbox: Outbox | None = None
         self._user_pk: Any = None
         self._token_id: int | None = None
         self._could_view = False
@@ -347,10 +357,24 @@ class GraphQLConsumer(GraphQLWSConsumer):
                 raise
             return False  # run on its own, the operation reports the outage
 
-    async def send_frame(self, text: str) -> None:
-        """Send a frame built elsewhere (a cohort's result), straight to the socket."""
+    async def send_result(self, text: str, *, state_of: str | None = None, event: bool = False) -> None:
+        """Send a frame built elsewhere (a cohort's result) through the socket's outbox (graph.outbox)."""
+        if not self._closed and self._outbox is not None:
+            await self._outbox.put(text, state_of=state_of, event=event)
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        # Strawberry's own frames (acknowledgements, completions, errors) wait in the same line.
+        if text_data is not None and not close and self._outbox is not None:
+            await self._outbox.put(text_data)
+        else:
+            await super().send(text_data, bytes_data, close)
+
+    async def _write(self, text: str) -> None:
         if not self._closed:
             await self.base_send({"type": "websocket.send", "text": text})
+
+    async def _close_slow(self) -> None:
+        await self.close(code=SLOW_CLIENT, reason=SLOW_CLIENT_REASON)
 
     def decode_json(self, data: str | bytes) -> object:
         return json.loads(data)  # already checked by frame_problem, nesting included
@@ -376,6 +400,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
     async def connect(self) -> None:
         SOCKETS.inc()
         self._counted = True
+        limit = settings.WEBSOCKET_SEND_BUFFER_BYTES
+        self._outbox = Outbox(self._write, self._close_slow, send_buffer(self.scope), limit)
         await super().connect()
 
     async def disconnect(self, code: int) -> None:
@@ -385,6 +411,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
         try:
             await super().disconnect(code)  # waits for the handler: sign-in has finished by then
         finally:
+            if self._outbox is not None:
+                self._outbox.discard()
             if self._expiry is not None:
                 self._expiry.cancel()
             if self._watch is not None:

@@ -32,6 +32,9 @@ from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall
 
+from project.sendbuffer import SCOPE_KEY as SEND_BUFFER
+from project.sendbuffer import SendBuffer
+
 logger = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # RFC 6455
@@ -123,6 +126,13 @@ class DrainingServer(Server):
     def run(self) -> None:
         reactor.callWhenRunning(self._install_signal_handlers)
         super().run()
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        # Each WebSocket's application may see what its transport holds (project.sendbuffer).
+        if scope.get("type") == "websocket" and getattr(protocol, "transport", None) is not None:
+            extensions = scope.setdefault("extensions", {})
+            extensions[SEND_BUFFER] = SendBuffer(protocol.transport)
+        return super().create_application(protocol, scope)
 
     def listen_success(self, port: Any) -> None:
         # The one place daphne hands out the listening ports; `self.listeners` holds Deferreds only.

@@ -270,6 +270,10 @@ ACCESS_RECHECK_SECONDS = float(os.environ.get("ACCESS_RECHECK_SECONDS", "60"))
 # Seconds between a subscription's checks of the change log for changes whose message the
 # channel layer lost (Redis restarting, a full channel): the longest such a change waits.
 SUBSCRIPTION_CATCH_UP_SECONDS = float(os.environ.get("SUBSCRIPTION_CATCH_UP_SECONDS", "5"))
+# Bytes the server may hold for one WebSocket whose client reads too slowly (graph.outbox):
+# past it, live states keep only their newest result and a sourceEvents socket is closed with
+# 4509. At least 64 KiB, the size past which Twisted tells that a transport is filling up.
+WEBSOCKET_SEND_BUFFER_BYTES = max(65536, int(os.environ.get("WEBSOCKET_SEND_BUFFER_BYTES", str(1024 * 1024))))
 # Seconds a new socket has to send connection_init before it is closed with 4408.
 GRAPHQL_CONNECTION_INIT_TIMEOUT = float(os.environ.get("GRAPHQL_CONNECTION_INIT_TIMEOUT", "10"))
 # GraphiQL and code generators need introspection; turn it off to hide the schema.

@@ -24,12 +24,14 @@ from tests.support.processes import free_port
 from tests.support.services import needs_services, servers
 from tests.support.sources import source_values
 from tests.support.subscribers import UPDATED, Subscriber, change_scope, until_live
+from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
 
 pytestmark = [needs_services, pytest.mark.django_db(transaction=True)]
 
 # How soon after Redis is back the subscribers must have every change: the servers check the
 # log for lost messages every second here (SUBSCRIPTION_CATCH_UP_SECONDS).
 RECOVERY_SECONDS = 10
+LIBRARY = "subscription { dataLibrary { sections { key } } }"
 
 
 @contextmanager
@@ -109,3 +111,33 @@ async def test_subscribers_get_every_change_again_once_redis_is_back(layer: str,
 def _scopes_logged(source: str) -> list[str]:
     events = SourceEvent.objects.filter(source_id=source, kind="UPDATED").order_by("sequence")
     return [event.snapshot["scope_of_subscription"] for event in events]
+
+
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+@pytest.mark.parametrize("open_meanwhile", [False, True], ids=["idle", "serving"])
+async def test_a_socket_opened_right_after_redis_returns_is_acknowledged_within_a_second(
+    layer: str, open_meanwhile: bool, tmp_path: Path
+) -> None:
+    """Right after Redis is back (idle: nothing listened through the outage), sign-in and a first result are prompt."""
+    redis_port = free_port()
+    own_redis = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "REDIS_CHANNEL_LAYER": layer}
+    with (
+        redis_server(redis_port, tmp_path / "redis.log") as first_redis,
+        servers(1, tmp_path, **own_redis) as (address,),
+    ):
+        token = await sync_to_async(issue_token)("admin", username="redis-return")
+        async with AsyncExitStack() as stack:
+            if open_meanwhile:  # a socket with a live subscription through the outage
+                ws = await stack.enter_async_context(GraphQLWebSocket(TRANSPORT_WS, address=address, token=token))
+                await ws.next_data(await ws.subscribe(LIBRARY))
+            first_redis.kill()
+            first_redis.wait()
+            with redis_server(redis_port, tmp_path / "redis.log"):
+                # The guard on each wait is one second: an answer later than that fails the test.
+                async with GraphQLWebSocket(TRANSPORT_WS, address=address, token=token, timeout=1.0) as new:
+                    library = await new.next_data(await new.subscribe(LIBRARY))
+                    assert [section["key"] for section in library["dataLibrary"]["sections"]] == [
+                        "library",
+                        "delivery",
+                        "update",
+                    ]
