@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from catalog.topics import ACCESS_TOPIC
-from graph.loops import PerLoop, joined
+from graph.loops import Membership, PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,10 @@ class AccessWatch:
         self._checks: set[asyncio.Task[None]] = set()
 
     async def add(self, socket: Watched, user_id: Any, token_id: Any = None) -> None:
-        """Watch `socket` from now on: a change announced after this returns reaches it."""
+        """Watch `socket` from now on: a change announced after this returns reaches it.
+
+        Unless the channel layer did not answer: then it is checked once the watch has joined.
+        """
         self._sockets[socket] = (user_id, token_id)
         self._by_user[user_id].add(socket)
         if token_id is not None:
@@ -68,23 +71,34 @@ class AccessWatch:
         return len(self._sockets)
 
     async def _run(self, started: asyncio.Future[None]) -> None:
+        membership = Membership(ACCESS_TOPIC, "access.")
         try:
-            async with joined(ACCESS_TOPIC, "access.") as (layer, channel):
-                started.set_result(None)
-                await self._follow(layer, channel)
+            # A layer that does not answer holds no sign-in up: the watch joins later, and then
+            # checks every socket once, for what was announced while it could not hear.
+            late = not await membership.join()
+            started.set_result(None)
+            await self._follow(membership, late)
         except Exception as error:
             if started.done():
                 raise
             if self._task is asyncio.current_task():
                 self._task = None
             started.set_exception(error)
+        finally:
+            await membership.leave()
 
-    async def _follow(self, layer: Any, channel: str | None) -> None:
+    async def _follow(self, membership: Membership, late: bool) -> None:
         backstop = asyncio.create_task(self._recheck_all())
         try:
-            while channel is not None:
+            while not membership.joined:
+                await asyncio.sleep(membership.rejoin_after())  # backing off after a failure
+                await membership.join()
+            if late:
+                for socket in list(self._sockets):
+                    self._check(socket.check_access)
+            while membership.channel is not None:
                 try:
-                    message = await layer.receive(channel)
+                    message = await membership.receive()
                 except Exception as error:  # the backstop covers what is missed meanwhile
                     logger.warning("The access watch could not receive (%s); listening again in 1 s", error)
                     await asyncio.sleep(1)  # backing off after a failure, not waiting for a condition

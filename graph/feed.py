@@ -30,7 +30,7 @@ from catalog.errors import database_unreachable
 from catalog.models import SourceEvent, last_sequence, project_today
 from catalog.selectors import EVENTS_PER_READ, events_between
 from catalog.topics import SOURCES_TOPIC
-from graph.loops import PerLoop, joined
+from graph.loops import Membership, PerLoop
 from graph.metrics import CHANGES, LOG_READS
 from graph.worker import in_worker
 
@@ -127,11 +127,15 @@ class ChangeFeed:
     # --- The feed's own task
 
     async def _run(self, started: asyncio.Future[None]) -> None:
+        membership = Membership(SOURCES_TOPIC, "feed.")
         try:
-            async with joined(SOURCES_TOPIC, "feed.") as (layer, channel):
-                self.upto = await in_worker(last_sequence)
-                started.set_result(None)
-                await self._follow(layer, channel)
+            # Joined before the log's position is read: every change committed after it is
+            # announced to the feed. A layer that does not answer holds nobody up: the feed
+            # follows the log alone meanwhile, and reads it again once it has joined.
+            await membership.join()
+            self.upto = await in_worker(last_sequence)
+            started.set_result(None)
+            await self._follow(membership)
         except Exception as error:
             if started.done():
                 raise
@@ -140,29 +144,41 @@ class ChangeFeed:
             if self._task is asyncio.current_task():
                 self._task = None
             started.set_exception(error)
+        finally:
+            await membership.leave()
 
-    async def _follow(self, layer: Any, channel: str | None) -> None:
+    async def _follow(self, membership: Membership) -> None:
         """Hand out each message's change, a catch-up check now and then, and each midnight."""
 
         async def receive() -> dict[str, Any]:
-            if channel is None:
-                await asyncio.Event().wait()  # no channel layer: the catch-up check alone
-            return await layer.receive(channel)
+            if not membership.joined or membership.channel is None:
+                await asyncio.Event().wait()  # not joined (yet), or no channel layer: the log alone
+            return await membership.receive()
 
         # The waits are kept across iterations: cancelling a pending receive could lose a message.
         message = asyncio.ensure_future(receive())
         catch_up = asyncio.ensure_future(asyncio.sleep(settings.SUBSCRIPTION_CATCH_UP_SECONDS))
+        rejoin = asyncio.ensure_future(asyncio.sleep(membership.rejoin_after()))
         day = project_today()
         midnight = asyncio.ensure_future(next_day(day))
         joined = time.monotonic()
         retry = RETRY_FIRST
         try:
             while True:
-                await asyncio.wait({message, catch_up, midnight}, return_when=asyncio.FIRST_COMPLETED)
+                waits = {message, catch_up, midnight} | ({rejoin} if not membership.joined else set())
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if midnight.done():
                     day = project_today()
                     midnight = asyncio.ensure_future(next_day(day))
                     self._hand_out(Change((), self.upto, new_day=True))
+                if not membership.joined and rejoin.done():
+                    if await membership.join():
+                        message.cancel()  # it waited for nothing: no channel was joined
+                        message = asyncio.ensure_future(receive())
+                        joined = time.monotonic()
+                        await self._guarded(self._catch_up())  # what committed before it joined
+                    else:
+                        rejoin = asyncio.ensure_future(asyncio.sleep(membership.rejoin_after()))
                 if message.done():
                     try:
                         received = message.result()
@@ -179,11 +195,11 @@ class ChangeFeed:
                 if catch_up.done():
                     catch_up = asyncio.ensure_future(asyncio.sleep(settings.SUBSCRIPTION_CATCH_UP_SECONDS))
                     await self._guarded(self._catch_up())
-                    if channel is not None and time.monotonic() - joined > REJOIN_SECONDS:
-                        await self._guarded(layer.group_add(SOURCES_TOPIC, channel))
+                    if membership.channel is not None and time.monotonic() - joined > REJOIN_SECONDS:
+                        await self._guarded(membership.layer.group_add(SOURCES_TOPIC, membership.channel))
                         joined = time.monotonic()
         finally:
-            for wait in (message, catch_up, midnight):
+            for wait in (message, catch_up, midnight, rejoin):
                 wait.cancel()
 
     async def _guarded(self, work: Awaitable[Any]) -> None:

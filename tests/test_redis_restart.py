@@ -141,3 +141,32 @@ async def test_a_socket_opened_right_after_redis_returns_is_acknowledged_within_
                         "delivery",
                         "update",
                     ]
+
+
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
+async def test_a_socket_opened_while_redis_is_down_is_served_and_hears_changes_once_it_is_back(
+    layer: str, tmp_path: Path
+) -> None:
+    redis_port = free_port()
+    own_redis = {"REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "REDIS_CHANNEL_LAYER": layer}
+    with (
+        redis_server(redis_port, tmp_path / "redis.log") as first_redis,
+        servers(1, tmp_path, SUBSCRIPTION_CATCH_UP_SECONDS="60", **own_redis) as (address,),
+    ):
+        token = await sync_to_async(issue_token)("admin", username="redis-away")
+        source = str((await sync_to_async(Source.objects.create)(**source_values())).pk)
+        first_redis.kill()
+        first_redis.wait()
+        # Each attempt to join a topic is bounded (graph.loops.JOIN_SECONDS): two seconds hold
+        # sign-in and the first result, where an unbounded wait never answered.
+        async with GraphQLWebSocket(TRANSPORT_WS, address=address, token=token, timeout=2.0) as ws:
+            operation = await ws.subscribe(LIBRARY)
+            await ws.next_data(operation)
+            with redis_server(redis_port, tmp_path / "redis.log"):
+                # The feed joins again within seconds and reads the log then, not after the
+                # minute-long catch-up period: the change made once it is back reaches the socket.
+                await sync_to_async(change_scope)(address, token, source, "after Redis is back")
+                ws.timeout = RECOVERY_SECONDS
+                assert await ws.next_data(operation) == {
+                    "dataLibrary": {"sections": [{"key": "library"}, {"key": "delivery"}, {"key": "update"}]}
+                }
