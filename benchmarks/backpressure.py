@@ -245,7 +245,9 @@ def start_cursor(server: stack.Server, token: str, source_id: str) -> str:
     raise SystemExit("no change reached a subscriber")
 
 
-def slow_run(server: stack.Server, token: str, slow: int, changes: int, writers: int) -> dict[str, Any]:
+def slow_run(
+    server: stack.Server, token: str, slow: int, changes: int, writers: int, resume_after: float | None
+) -> dict[str, Any]:
     sources = [s["id"] for s in graphql(server, token, SOURCES)["sources"]]
     start = start_cursor(server, token, sources[-1])
 
@@ -264,6 +266,8 @@ def slow_run(server: stack.Server, token: str, slow: int, changes: int, writers:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    if resume_after is not None:  # the slow clients read again while the changes go on
+        threading.Timer(resume_after, lambda: [client.resume.set() for client in clients]).start()
     jobs = [(UPDATE, {"id": sources[n % writers], "s": f"change {n}"}) for n in range(changes)]
     began = time.monotonic()
     write_all(server, token, writers, jobs)
@@ -353,9 +357,18 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/bench")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--rows", default="slow,burst")
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="the slow row without its run without slow clients"
+    )
     parser.add_argument("--changes", type=int, default=10_000)
     parser.add_argument("--slow", type=int, default=20)
     parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument(
+        "--resume-after",
+        type=float,
+        default=None,
+        help="seconds after which the slow clients read again (default: once every change is made)",
+    )
     parser.add_argument("--live", type=int, default=200)
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--burst", type=int, default=500)
@@ -365,6 +378,8 @@ def main() -> None:
         work = Path(folder)
         for row in rows:
             for slow in [0, args.slow] if row == "slow" else [None]:
+                if slow == 0 and args.skip_reference:
+                    continue
                 database, redis_url = ("", "") if args.embedded else (args.database_url, args.redis_url)
                 if database:
                     stack.reset_database(database)
@@ -373,7 +388,7 @@ def main() -> None:
                 token = stack.prepare_database(env)
                 with stack.servers(1, env, work, f"{row}{slow}", application="project.asgi:application") as [server]:
                     if row == "slow":
-                        result = slow_run(server, token, slow, args.changes, args.writers)
+                        result = slow_run(server, token, slow, args.changes, args.writers, args.resume_after)
                     else:
                         result = burst_run(server, token, args.live, args.events, args.burst, args.writers)
                 print(

@@ -14,7 +14,10 @@ holds (project.sendbuffer; the in-process test client has no transport, and no b
 - the other frames that wait (completions, errors, Strawberry's own) are bounded too: past
   the bound, the socket is closed with 4509 as well.
 
-Each such close is logged and counted (catalog_slow_client_closes_total).
+Each such close is logged and counted (catalog_slow_client_closes_total). A client that reads
+nothing at all for long stops answering daphne's pings too: project.serve then closes it with
+4509 as well, instead of autobahn's reset. Either way the connection lingers
+CLOSE_LINGER_SECONDS after the close frame, for the client to read up to it and learn why.
 """
 
 from __future__ import annotations
@@ -39,10 +42,18 @@ SLOW_CLIENT_REASON = "The client read its results too slowly; reconnect (sourceE
 DRAIN_CHECK_SECONDS = 0.05
 
 
+# How long the connection stays after a slow client's close frame, for it to read up to it and
+# learn why (then autobahn drops it): as long as daphne's ping timeout (30 s) gives it anyway.
+# Meanwhile the server holds at most WEBSOCKET_SEND_BUFFER_BYTES for it.
+CLOSE_LINGER_SECONDS = 30.0
+
+
 class SendBuffer(Protocol):
     """The socket's transport, as project.sendbuffer shows it."""
 
     def pending(self) -> int: ...
+
+    def linger(self, seconds: float) -> None: ...
 
 
 class Outbox:
@@ -126,6 +137,8 @@ class Outbox:
         self.overflowed = True
         self.discard()
         SLOW_CLIENT_CLOSES.inc()
+        if self._buffer is not None:
+            self._buffer.linger(CLOSE_LINGER_SECONDS)
         logger.warning(
             "Closing a WebSocket with %d: %s (over WEBSOCKET_SEND_BUFFER_BYTES = %d)", SLOW_CLIENT, why, self._limit
         )

@@ -125,13 +125,17 @@ class DrainingServer(Server):
 
     def run(self) -> None:
         reactor.callWhenRunning(self._install_signal_handlers)
+        reactor.callWhenRunning(self._use_own_websocket_protocol)
         super().run()
+
+    def _use_own_websocket_protocol(self) -> None:
+        self.ws_factory.protocol = StalledClientClosingProtocol
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         # Each WebSocket's application may see what its transport holds (project.sendbuffer).
         if scope.get("type") == "websocket" and getattr(protocol, "transport", None) is not None:
             extensions = scope.setdefault("extensions", {})
-            extensions[SEND_BUFFER] = SendBuffer(protocol.transport)
+            extensions[SEND_BUFFER] = SendBuffer(protocol)
         return super().create_application(protocol, scope)
 
     def listen_success(self, port: Any) -> None:
@@ -229,6 +233,29 @@ class DrainingServer(Server):
             if "disconnected" not in details
             or ("application_instance" in details and not details["application_instance"].done())
         )
+
+
+class StalledClientClosingProtocol(WebSocketProtocol):
+    """daphne's WebSocket protocol, but a client that stops answering pings gets a close frame.
+
+    autobahn resets the connection when a ping goes unanswered (daphne: 20 s, then 30 s): the
+    client cannot tell that from a network failure. A client that stopped reading has not read
+    the ping either; it is told what graph.outbox tells a client that reads too slowly: 4509,
+    reconnect and resume, behind what it has not read yet, and the connection lingers for it.
+    """
+
+    def onAutoPingTimeout(self) -> None:  # noqa: N802 (autobahn names it)
+        if self.state != self.STATE_OPEN:
+            super().onAutoPingTimeout()
+            return
+        from graph.metrics import SLOW_CLIENT_CLOSES  # the application (Django) is loaded by now
+        from graph.outbox import CLOSE_LINGER_SECONDS, SLOW_CLIENT, SLOW_CLIENT_REASON
+
+        self.autoPingTimeoutCall = None
+        self.closeHandshakeTimeout = CLOSE_LINGER_SECONDS
+        SLOW_CLIENT_CLOSES.inc()
+        logger.warning("Closing a WebSocket with %d: it did not answer a ping in time", SLOW_CLIENT)
+        self.sendClose(code=SLOW_CLIENT, reason=SLOW_CLIENT_REASON)
 
 
 def _is_open_websocket(protocol: object) -> bool:

@@ -19,7 +19,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from graph.outbox import SLOW_CLIENT_REASON
 from tests.support.demo import DemoServer
+from tests.support.polling import poll_until
 from tests.support.processes import SCRIPTS_SERVE, manage, server_env, serving
 
 LIMIT = 65536
@@ -180,3 +182,35 @@ def test_a_live_list_that_stops_reading_gets_the_newest_list_once_it_reads_again
             results.append(next_result(slow))
         assert len(results) < changes  # intermediate lists skipped, the newest one kept
     assert metric(server, "catalog_slow_client_closes_total") == closes
+
+
+@pytest.fixture(scope="module")
+def pinging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+    """project.serve pinging every second and waiting two for the answer (daphne: 20 and 30)."""
+    folder = tmp_path_factory.mktemp("pinging")
+    env = server_env(SQLITE_PATH=str(folder / "db"), DJANGO_DEBUG="1")
+    manage(env, "migrate", "--noinput")
+    manage(env, "load_demo_data")
+    manage(env, "create_demo_user")
+    token = manage(env, "create_api_token", "demo", "--name", "pings")
+    with serving(env, folder / "serve.log", options=["--ping-interval", "1", "--ping-timeout", "2"]) as running:
+        yield DemoServer(address=running.address, token=token, log=running.log)
+
+
+def test_a_client_that_stops_reading_pings_is_closed_with_4509_and_its_reason_not_reset(
+    pinging_server: DemoServer,
+) -> None:
+    closes = metric(pinging_server, "catalog_slow_client_closes_total")
+    with open_socket(pinging_server, slow=True) as stalled:
+        for operation in ("1", "2"):
+            payload = {"query": "subscription { dataLibrary { windowDays } }", "variables": {}}
+            stalled.send(json.dumps({"id": operation, "type": "subscribe", "payload": payload}))
+        # Two first results fill its queue: it reads nothing more, pings included.
+        poll_until(lambda: metric(pinging_server, "catalog_slow_client_closes_total") > closes, "the close")
+        for _ in ("1", "2"):
+            assert next_result(stalled) == {"dataLibrary": {"windowDays": 30}}
+        with pytest.raises(ConnectionClosed) as closed:
+            stalled.recv(10)
+    assert closed.value.rcvd is not None, "no close frame: the server reset the connection"
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4509, SLOW_CLIENT_REASON)
+    assert metric(pinging_server, "catalog_slow_client_closes_total") == closes + 1

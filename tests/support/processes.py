@@ -83,20 +83,31 @@ class Server:
 
 @contextmanager
 def serving(
-    env: Mapping[str, str], log: Path, *, program: str = PROJECT_SERVE, ready: bool = False
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    program: str = PROJECT_SERVE,
+    ready: bool = False,
+    options: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Run one server with `env` until the block ends; enter the block once it answers.
 
     It answers when /healthz says 200. `program`: PROJECT_SERVE or SCRIPTS_SERVE. `ready`: wait
-    for /readyz to say 200 too (the database and the channel layer answer).
+    for /readyz to say 200 too (the database and the channel layer answer). `options`: more of
+    daphne's options, for PROJECT_SERVE.
     """
-    with serving_several(env, [log], program=program, ready=ready) as (server,):
+    with serving_several(env, [log], program=program, ready=ready, options=options) as (server,):
         yield server
 
 
 @contextmanager
 def serving_several(
-    env: Mapping[str, str], logs: Sequence[Path], *, program: str = PROJECT_SERVE, ready: bool = False
+    env: Mapping[str, str],
+    logs: Sequence[Path],
+    *,
+    program: str = PROJECT_SERVE,
+    ready: bool = False,
+    options: Sequence[str] = (),
 ) -> Iterator[list[Server]]:
     """Run one server per log file, all with `env`, until the block ends; enter once every one answers.
 
@@ -106,7 +117,7 @@ def serving_several(
     servers = []
     try:
         for log in logs:
-            servers.append(_start(program, dict(env), log))
+            servers.append(_start(program, dict(env), log, options))
         poll_until(
             lambda: all(server.answers(ready=ready) for server in servers),
             f"{program} answering on ports {[server.port for server in servers]}",
@@ -122,14 +133,15 @@ def serving_several(
         assert code == 0, f"{program} exited with {code} on SIGTERM:\n{server.log.read_text()}"
 
 
-def _start(program: str, env: dict[str, str], log: Path) -> Server:
+def _start(program: str, env: dict[str, str], log: Path, options: Sequence[str] = ()) -> Server:
     port = free_port()
     if program == SCRIPTS_SERVE:
         command = [str(ROOT / SCRIPTS_SERVE)]
         env |= {"PYTHON": sys.executable, "PORT": str(port)}
     else:
         assert program == PROJECT_SERVE, program
-        command = [sys.executable, "-m", PROJECT_SERVE, "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"]
+        command = [sys.executable, "-m", PROJECT_SERVE, "-b", "127.0.0.1", "-p", str(port), *options]
+        command.append("project.asgi:application")
     with log.open("w") as output:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     return Server(process=process, port=port, log=log)
