@@ -12,6 +12,7 @@ from typing import Literal
 
 from django.conf import settings
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -34,6 +35,53 @@ def subscription_field(query: object, operation_name: object) -> str | None:
     if not isinstance(query, str) or not isinstance(operation_name, str | None):
         return None
     return _analysed(query, operation_name)[0]
+
+
+def is_query_or_mutation(query: object, operation_name: object) -> bool:
+    """Return whether the operation to run is a query or a mutation of a document that parses."""
+    if not isinstance(query, str) or not isinstance(operation_name, str | None):
+        return False
+    return _operation_type(query, operation_name) in (OperationType.QUERY, OperationType.MUTATION)
+
+
+def ambiguity(document: DocumentNode, operation_name: str | None) -> str | None:
+    """Return why the operation to run is not named, when the document has several (else None).
+
+    The GraphQL spec's GetOperation makes that a request error; Strawberry 0.341 runs the first
+    operation, so a client could run a mutation it did not name.
+    """
+    operations = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
+    if operation_name is not None or len(operations) < 2:
+        return None
+    names = ", ".join(node.name.value if node.name else "(anonymous)" for node in operations)
+    return f"The document has {len(operations)} operations ({names}): name the one to run in operationName."
+
+
+def ambiguity_of(query: object, operation_name: object) -> str | None:
+    """Return ambiguity() of a document not parsed yet (None when it does not parse)."""
+    if not isinstance(query, str) or not isinstance(operation_name, str | None):
+        return None
+    return _ambiguity(query, operation_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _ambiguity(query: str, operation_name: str | None) -> str | None:
+    try:
+        return ambiguity(parse(query, no_location=True, max_tokens=settings.GRAPHQL_MAX_TOKENS), operation_name)
+    except GraphQLError:
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _operation_type(query: str, operation_name: str | None) -> OperationType | None:
+    try:
+        document = parse(query, no_location=True, max_tokens=settings.GRAPHQL_MAX_TOKENS)
+    except GraphQLError:
+        return None
+    operations = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [node for node in operations if node.name is not None and node.name.value == operation_name]
+    return operations[0].operation if len(operations) == 1 else None
 
 
 def after_argument(query: str, operation_name: str | None) -> tuple[str, bool] | Literal["inline"] | None:

@@ -6,9 +6,30 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 from django.conf import settings
+from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.extensions.base_extension import SchemaExtension
+
+from catalog.errors import ErrorCode
+from graph.documents import ambiguity
+
+
+class OperationSelection(SchemaExtension):
+    """Refuse a document of several operations that does not name the one to run (documents.ambiguity).
+
+    Set before validation runs, the error makes the request fail as a validation error does,
+    over HTTP and graphql-transport-ws (the legacy handler asks documents.ambiguity itself).
+    """
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is not None:
+            # The name the request gave: ExecutionContext.operation_name falls back to the first's.
+            problem = ambiguity(context.graphql_document, context._provided_operation_name)
+            if problem is not None:
+                context.pre_execution_errors = [GraphQLError(problem, extensions={"code": ErrorCode.INVALID.value})]
+        yield
 
 
 class IntrospectionSwitch(AddValidationRules):
@@ -34,4 +55,5 @@ def document_limits() -> list[Callable[[], SchemaExtension]]:
         partial(QueryDepthLimiter, max_depth=settings.GRAPHQL_MAX_DEPTH),
         partial(MaxAliasesLimiter, max_alias_count=settings.GRAPHQL_MAX_ALIASES),
         IntrospectionSwitch,
+        OperationSelection,
     ]

@@ -16,6 +16,8 @@ from django.template.loader import render_to_string
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from strawberry.django.views import AsyncGraphQLView
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.types.execution import PreExecutionError
 
 from accounts.tokens import TokenRefused, bearer_authenticate
 from catalog.errors import ErrorCode, database_unreachable
@@ -43,6 +45,20 @@ class GraphQLView(AsyncGraphQLView):
     """Strawberry's view, signing requests in with a bearer token or the session."""
 
     async def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        media_type = answer_media_type(request)
+        response = await self._answer(request) if media_type is not None else _not_acceptable()
+        return negotiated(response, media_type or JSON, request_error=getattr(request, REQUEST_ERROR, False))
+
+    async def process_result(self, request: HttpRequest, result: Any) -> Any:
+        answer = await super().process_result(request, result)
+        if _is_request_error(result):
+            # A request error (a document that does not parse or validate, variables that do
+            # not fit): the operation never ran, so the answer has no `data` at all.
+            answer.pop("data", None)
+            setattr(request, REQUEST_ERROR, True)
+        return answer
+
+    async def _answer(self, request: HttpRequest) -> HttpResponseBase:
         try:
             refusal = await self._refusal(request)
         except OperationalError as error:  # who is asking (token, session) is in the database
@@ -56,7 +72,17 @@ class GraphQLView(AsyncGraphQLView):
         try:
             return await self.run(request=request)
         except HTTPException as error:  # a body that is not JSON, a method other than GET/POST
-            return error_response(error.status_code, ErrorCode.INVALID, error.reason)
+            headers = {"Allow": "GET, POST"} if error.status_code == 405 else {}
+            return error_response(error.status_code, ErrorCode.INVALID, error.reason, **headers)
+
+    async def parse_http_body(self, request: Any) -> Any:
+        # Strawberry answers 400 to a body of a media type it does not read; HTTP's answer is 415.
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            multipart = self.multipart_uploads_enabled and content_type == "multipart/form-data"
+            if "application/json" not in content_type and not multipart:
+                raise HTTPException(415, "Send the operation as JSON: Content-Type: application/json.")
+        return await super().parse_http_body(request)
 
     async def render_graphql_ide(self, request: HttpRequest) -> HttpResponse:
         """Return GraphiQL built from the service's own static files.
@@ -111,6 +137,54 @@ class GraphQLView(AsyncGraphQLView):
 
         request.user, request.auser = user, auser
         return None
+
+
+# GraphQL over HTTP: the spec's own media type, and the one every client accepts.
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+REQUEST_ERROR = "graphql_request_error"
+
+
+def answer_media_type(request: HttpRequest) -> str | None:
+    """Return the media type of the answer the client accepts, per the GraphQL-over-HTTP spec (None: neither).
+
+    No Accept header, or one that takes anything (*/*), gets application/json, which every
+    client reads; application/graphql-response+json when the client prefers it. A browser
+    asking for a page gets GraphiQL.
+    """
+    accept = request.headers.get("Accept")
+    if not accept or "text/html" in accept:
+        return JSON
+    return request.get_preferred_type([JSON, GRAPHQL_RESPONSE])
+
+
+def negotiated(response: HttpResponseBase, media_type: str, *, request_error: bool) -> HttpResponseBase:
+    """Return a JSON answer in the negotiated media type, with the status it calls for."""
+    if not response.get("Content-Type", "").startswith(JSON):
+        return response  # GraphiQL's page, a stream
+    if media_type == GRAPHQL_RESPONSE:
+        response["Content-Type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+        if request_error and response.status_code == 200:
+            response.status_code = 400  # with this media type, a request error is a 4xx
+    else:
+        response["Content-Type"] = f"{JSON}; charset=utf-8"
+    return response
+
+
+def _is_request_error(result: Any) -> bool:
+    """Return whether the operation never ran: a document that does not parse or validate, or bad variables.
+
+    Strawberry returns a PreExecutionError for the first two; graphql-core reports variables
+    that do not fit with no data and errors that have no path (a field's error always has one).
+    """
+    if isinstance(result, PreExecutionError):
+        return True
+    return result.data is None and bool(result.errors) and all(error.path is None for error in result.errors)
+
+
+def _not_acceptable() -> JsonResponse:
+    message = f"The answer is {GRAPHQL_RESPONSE} or {JSON}: accept one of them."
+    return error_response(406, ErrorCode.INVALID, message)
 
 
 def _csrf_failure(request: HttpRequest) -> str | None:

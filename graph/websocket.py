@@ -27,12 +27,14 @@ from django.utils import timezone
 from graphql import GraphQLError
 from strawberry.channels import GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
     _OperationStreamClosed,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.unset import UNSET, UnsetType
 
 from accounts.models import ApiToken
@@ -171,7 +173,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
         except ConnectionRejectionError as rejection:
             # The legacy protocol's way to say why, then the same close as the modern one.
             await self.send_message({"type": "connection_error", "payload": rejection.payload})
-            await self.websocket.close(code=FORBIDDEN, reason="Forbidden")
+            await self.websocket.close(code=FORBIDDEN, reason=rejection.payload.get("message") or "Forbidden")
             return
         except OperationalError as error:
             if not database_unreachable(error):
@@ -199,13 +201,47 @@ class LegacyWSHandler(BaseGraphQLWSHandler):
     async def handle_async_results(
         self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
     ) -> None:
+        if problem := documents.ambiguity_of(query, operation_name):
+            error = GraphQLError(problem, extensions={"code": ErrorCode.INVALID.value})
+            await self.send_message({"type": "error", "id": operation_id, "payload": error.formatted})
+            self.tasks.pop(operation_id, None)
+            return
         field = documents.subscription_field(query, operation_name)
         if field is None:
-            await super().handle_async_results(operation_id, query, operation_name, variables)
+            if documents.is_query_or_mutation(query, operation_name):
+                await self._execute(operation_id, query, operation_name, variables)
+            else:
+                await super().handle_async_results(operation_id, query, operation_name, variables)
             return
         with _running(field):
             if not await self._served_from_cohort(operation_id, query, operation_name, variables, field):
                 await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    async def _execute(
+        self, operation_id: str, query: str, operation_name: str | None, variables: dict[str, object] | None
+    ) -> None:
+        """Run a query or a mutation: one `data` message, then `complete`.
+
+        The legacy protocol (subscriptions-transport-ws) carries queries and mutations too;
+        Strawberry's handler refuses them.
+        """
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=self.context,
+                root_value=self.root_value,
+                operation_name=operation_name,
+            )
+            if isinstance(result, PreExecutionError):
+                await self.send_message({"type": "error", "id": operation_id, "payload": result.errors[0].formatted})
+                return
+            await self.send_data_message(result, operation_id)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:  # stopped: as Strawberry's handler, say it is complete
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.tasks.pop(operation_id, None)
 
     async def _served_from_cohort(
         self,
@@ -319,6 +355,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         self.subprotocol: str | None = None
         self._closed = False
         self._counted = False  # in graph.metrics.SOCKETS
+        self._refusal: str | None = None  # why sign-in was refused
         self._outbox: Outbox | None = None
         self._user_pk: Any = None
         self._token_id: int | None = None
@@ -336,6 +373,14 @@ class GraphQLConsumer(GraphQLWSConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def pick_websocket_subprotocol(self, request: GraphQLWSConsumer) -> str | None:
+        # graphql-transport-ws whenever the client offers it, whatever its order (Strawberry
+        # follows the client's): as graphql-ws's own server and PostGraphile do. gql offers the
+        # legacy one first by default.
+        offered = request.scope.get("subprotocols") or []
+        preferred = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL)
+        return next((protocol for protocol in preferred if protocol in offered), None)
 
     async def create_websocket_response(self, request: GraphQLWSConsumer, subprotocol: str | None) -> Any:
         self.subprotocol = subprotocol
@@ -395,6 +440,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         if not self._closed:
             self._closed = True
+            if code == FORBIDDEN and self._refusal is not None:
+                reason = self._refusal  # why, where Strawberry says only "Forbidden"
             await super().close(code=code, reason=reason)
 
     async def connect(self) -> None:
@@ -431,7 +478,8 @@ class GraphQLConsumer(GraphQLWSConsumer):
                 self._session_key = _session_key(self.scope)
                 user, self._could_view = await database_sync_to_async(_session_sign_in)(self._session_key)
         except TokenRefused as refusal:
-            raise ConnectionRejectionError({"message": str(refusal)}) from None
+            self._refusal = str(refusal)
+            raise ConnectionRejectionError({"message": self._refusal}) from None
         self.scope["user"] = user
         self._user_pk = user.pk
         self._token_id = token.pk if token is not None else None
@@ -439,6 +487,7 @@ class GraphQLConsumer(GraphQLWSConsumer):
         await self._watch.add(self, user.pk, self._token_id)
         # Once more now that the socket is watched: a revocation committed in between is not missed.
         if problem := await self._access_problem():
+            self._refusal = problem
             raise ConnectionRejectionError({"message": problem})
         return UNSET
 

@@ -34,10 +34,12 @@ from twisted.internet.task import LoopingCall
 
 from project.sendbuffer import SCOPE_KEY as SEND_BUFFER
 from project.sendbuffer import SendBuffer
+from project.wsprotocol import CatalogWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
 GOING_AWAY = 1001  # RFC 6455
+MESSAGE_LIMIT_FACTOR = 4  # autobahn's limit on a message, in GRAPHQL_MAX_REQUEST_BYTES
 DEFAULT_GRACE_SECONDS = 10.0
 DRAIN_CHECK_SECONDS = 0.1
 # Twisted listens with a backlog of 50: when 1,000 sockets reconnected at once (a deploy), the
@@ -129,7 +131,14 @@ class DrainingServer(Server):
         super().run()
 
     def _use_own_websocket_protocol(self) -> None:
-        self.ws_factory.protocol = StalledClientClosingProtocol
+        from django.conf import settings  # the application (Django) is loaded by now
+
+        self.ws_factory.protocol = CatalogWebSocketProtocol
+        # A message far over the service's limit is refused by autobahn before it is buffered
+        # whole, with 1009 and a close frame instead of a reset; one a little over it reaches
+        # the application, which answers 1009 with its own reason.
+        limit = MESSAGE_LIMIT_FACTOR * settings.GRAPHQL_MAX_REQUEST_BYTES
+        self.ws_factory.setProtocolOptions(failByDrop=False, maxMessagePayloadSize=limit, maxFramePayloadSize=limit)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         # Each WebSocket's application may see what its transport holds (project.sendbuffer).
@@ -233,29 +242,6 @@ class DrainingServer(Server):
             if "disconnected" not in details
             or ("application_instance" in details and not details["application_instance"].done())
         )
-
-
-class StalledClientClosingProtocol(WebSocketProtocol):
-    """daphne's WebSocket protocol, but a client that stops answering pings gets a close frame.
-
-    autobahn resets the connection when a ping goes unanswered (daphne: 20 s, then 30 s): the
-    client cannot tell that from a network failure. A client that stopped reading has not read
-    the ping either; it is told what graph.outbox tells a client that reads too slowly: 4509,
-    reconnect and resume, behind what it has not read yet, and the connection lingers for it.
-    """
-
-    def onAutoPingTimeout(self) -> None:  # noqa: N802 (autobahn names it)
-        if self.state != self.STATE_OPEN:
-            super().onAutoPingTimeout()
-            return
-        from graph.metrics import SLOW_CLIENT_CLOSES  # the application (Django) is loaded by now
-        from graph.outbox import CLOSE_LINGER_SECONDS, SLOW_CLIENT, SLOW_CLIENT_REASON
-
-        self.autoPingTimeoutCall = None
-        self.closeHandshakeTimeout = CLOSE_LINGER_SECONDS
-        SLOW_CLIENT_CLOSES.inc()
-        logger.warning("Closing a WebSocket with %d: it did not answer a ping in time", SLOW_CLIENT)
-        self.sendClose(code=SLOW_CLIENT, reason=SLOW_CLIENT_REASON)
 
 
 def _is_open_websocket(protocol: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import json
 import os
@@ -172,7 +173,7 @@ def _without_node(reason: str) -> NoReturn:
 class NodeRecipe:
     node: str  # the node executable
     script: Path  # the recipe, next to the node_modules its imports resolve from
-    follow: Path  # the follower recipe, beside it
+    follow: Path | None = None  # the follower recipe, beside it
 
     def run(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         return run([self.node, str(self.script)], env, self.script.parent)
@@ -301,3 +302,91 @@ def test_a_follower_stopped_by_sigterm_resumes_on_another_process_with_every_cha
     assert follower.returncode == 0, errors
     assert [json.loads(line) for line in printed] == logged  # every change once, in commit order
     assert "closed with 1001" in errors, errors
+
+
+# gql with its default transport: it offers the legacy subprotocol first
+
+
+def test_gql_with_its_default_transport_runs_a_query_a_mutation_and_a_subscription(server: DemoServer) -> None:
+    from gql import Client, GraphQLRequest, gql
+    from gql.transport.websockets import WebsocketsTransport
+
+    library = gql("subscription { dataLibrary { sections { key counters { key count } } } }")
+    add = gql(
+        'mutation { addSource(input: {country: "Default transport", dataVendor: "gql", panel: "P", dataType: "T"}) '
+        "{ ... on Source { id country } } }"
+    )
+
+    def created(data: dict) -> int:
+        return next(c["count"] for s in data["dataLibrary"]["sections"] for c in s["counters"] if c["key"] == "created")
+
+    async def main() -> tuple[str | None, dict, int, dict, int]:
+        transport = WebsocketsTransport(
+            url=f"ws://{server.address}/graphql", init_payload={"authorization": f"Bearer {server.token}"}
+        )
+        assert transport.adapter.subprotocols == ["graphql-ws", "graphql-transport-ws"]  # its default order
+        async with Client(transport=transport) as session:
+            viewer = await session.execute(gql("{ viewer { username } }"))
+            counters = session.subscribe(library)
+            before = created(await anext(counters))
+            added = await session.execute(add)
+            after = created(await anext(counters))
+            await counters.aclose()
+            await session.execute(
+                GraphQLRequest(
+                    gql("mutation($id: ID!) { deleteSource(id: $id) { __typename } }"),
+                    variable_values={"id": added["addSource"]["id"]},
+                )
+            )
+            return transport.subprotocol, viewer, before, added, after
+
+    subprotocol, viewer, before, added, after = asyncio.run(main())
+    assert subprotocol == "graphql-transport-ws"
+    assert viewer == {"viewer": {"username": "demo"}}
+    assert added["addSource"]["country"] == "Default transport"
+    assert after == before + 1
+
+
+# The GraphQL-over-HTTP spec's reference audit (graphql-http's serverAudits)
+
+AUDIT_PACKAGES = ["graphql-http@1.23.1", "graphql@16.15.0"]
+AUDIT = """
+import { auditServer } from "graphql-http";
+const results = await auditServer({ url: process.env.GRAPHQL_URL });
+console.log(JSON.stringify(results.map((r) => ({ name: r.name, status: r.status, reason: r.reason ?? null }))));
+"""
+
+
+@pytest.fixture(scope="module")
+def audit_script(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
+    """Install graphql-http (the spec's reference implementation) and its audit script into a new folder."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _without_node("node or npm not found on PATH")
+    folder = tmp_path_factory.mktemp("graphql-http-audit")
+    installed = subprocess.run(
+        [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", *AUDIT_PACKAGES],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    if installed.returncode != 0:
+        code = re.search(r"^npm error code (\w+)", installed.stderr, re.M)
+        if code and code[1] in OFFLINE:
+            _without_node(f"npm install could not reach the registry ({code[1]})")
+        pytest.fail(f"npm install {' '.join(AUDIT_PACKAGES)} failed:\n{installed.stderr}")
+    script = folder / "audit.mjs"
+    script.write_text(AUDIT)
+    return NodeRecipe(node=node, script=script)
+
+
+def test_the_graphql_over_http_audit_passes_every_check_without_a_warning(
+    audit_script: NodeRecipe, server: DemoServer
+) -> None:
+    result = audit_script.run({"GRAPHQL_URL": f"http://{server.address}/graphql"})
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    audits = json.loads(result.stdout)
+    print(f"graphql-http audit: {len(audits)} checks, {sum(a['status'] == 'ok' for a in audits)} ok")
+    assert len(audits) >= 60
+    assert [a for a in audits if a["status"] != "ok"] == []

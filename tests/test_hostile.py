@@ -159,7 +159,11 @@ NOT_GET_OR_POST = invalid("GraphQL only supports GET and POST requests.")
 QUERY_NOT_STRING = invalid("The GraphQL operation's `query` must be a string or null, if provided.")
 VARIABLES_NOT_OBJECT = invalid("The GraphQL operation's `variables` must be an object or null, if provided.")
 WRONG_ID = invalid("Variable '$id' has invalid value: ID cannot represent value: {'in': ['<source>']}")
-ANONYMOUS_AMONG_OTHERS = invalid("This anonymous operation must be the only defined operation.")
+# The GraphQL spec's GetOperation: with several operations, the request must name one.
+ANONYMOUS_AMONG_OTHERS = invalid(
+    "The document has 2 operations ((anonymous), Q): name the one to run in operationName."
+)
+NOT_JSON_BODY = "Send the operation as JSON: Content-Type: application/json."
 NOT_VALID = "The API token is not valid."
 REVOKED = "The API token has been revoked."
 EXPIRED = "The API token has expired."
@@ -189,7 +193,7 @@ HTTP_CASES = cases(
     ("unknown-operation-name", post({**DEACTIVATE_IT, "operationName": "Nope"}), 400, invalid(UNKNOWN_OPERATION)),
     ("body-over-65536-bytes", post(add(panel="x" * 70_000)), 413, TOO_LARGE),
     ("content-length-nan", deactivate(headers={"Content-Length": "x"}), 400, invalid(CONTENT_LENGTH)),
-    ("text-plain", deactivate(content_type="text/plain"), 400, invalid("Unsupported content type")),
+    ("text-plain", deactivate(content_type="text/plain"), 415, invalid(NOT_JSON_BODY)),
     ("mutation-over-get", GET_DEACTIVATE, 400, invalid("mutations are not allowed when using GET")),
     ("method-put", deactivate(method="put"), 405, NOT_GET_OR_POST),
     ("method-delete", deactivate(method="delete"), 405, NOT_GET_OR_POST),
@@ -242,6 +246,10 @@ async def test_a_hostile_request_gets_its_documented_answer_and_changes_nothing(
             assert [(error["extensions"]["code"], error["message"]) for error in body["errors"]] == expected
         if status == 401:
             assert response["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        if status == 405:
+            assert response["Allow"] == "GET, POST"
+        if status != 200:
+            assert "data" not in body, body  # a request error has no `data` at all
 
 
 # --- WebSocket
@@ -298,10 +306,9 @@ def errors_result(message: str) -> tuple[dict, dict]:
     return result({"data": None, "errors": [{"message": message, "extensions": {"code": "invalid"}}]})
 
 
-def mutation_answer(*answer: Any) -> dict[str, tuple[Any, ...]]:
-    """Answer to a mutation over graphql-transport-ws; graphql-ws carries subscriptions only and refuses it."""
-    refusal = "Mutations are not allowed when using the graphql-ws subprotocol: send them over HTTP or the "
-    return {TRANSPORT_WS: answer, LEGACY_WS: (Error(invalid(refusal + "graphql-transport-ws subprotocol.")),)}
+def mutation_answer(*answer: Any) -> tuple[Any, ...]:
+    """Answer to a mutation: the same over both subprotocols (graphql-ws carries queries and mutations too)."""
+    return answer
 
 
 def not_runnable(message: str) -> dict[str, tuple[Any, ...]]:
@@ -310,9 +317,9 @@ def not_runnable(message: str) -> dict[str, tuple[Any, ...]]:
 
 
 def signed_out(message: str) -> dict[str, tuple[Any, ...]]:
-    """graphql-ws says why in a connection_error first; both close with 4403."""
+    """Both close with 4403 saying why; graphql-ws says it in a connection_error first too."""
     why = {"type": "connection_error", "payload": {"message": message}}
-    return {TRANSPORT_WS: (Close(4403, "Forbidden"),), LEGACY_WS: (why, Close(4403, "Forbidden"))}
+    return {TRANSPORT_WS: (Close(4403, message),), LEGACY_WS: (why, Close(4403, message))}
 
 
 SUBSCRIBE, ADD_OVER_WS, OTHER_START = start({"query": EVENTS}), start(ADD_IT), {**start(ADD_IT), "type": "<other>"}
