@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     PERMISSION_DENIED = "permission_denied"
     UNAUTHENTICATED = "unauthenticated"
     INVALID_CREDENTIALS = "invalid_credentials"
+    # Too many failed sign-ins from this address or for this username: wait, then try again.
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
     CSRF_FAILED = "csrf_failed"
     LIMIT_EXCEEDED = "limit_exceeded"
     # The database cannot be reached (or the connection to it broke): the client may send the

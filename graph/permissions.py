@@ -55,7 +55,8 @@ def require(info: Info, permission: str) -> None:
 def holds_now(user: Any, permission: str) -> bool:
     """Return whether `user` has `permission`, read afresh, in one query (a socket keeps its user for hours).
 
-    What Django's User.has_perm answers with ModelBackend, the only backend configured: an
+    What Django's User.has_perm answers with ModelBackend, the only backend that grants any
+    (accounts.backends.SignInLimit only refuses sign-ins): an
     active superuser has every permission; another active user has those given to them or to
     one of their groups (tests/test_permissions.py compares the two). Written as one SQL
     statement, built once from the models' tables, because every socket's sign-in, subscribe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 import strawberry_django
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import aauthenticate, alogin, alogout
 from strawberry.types import Info
 
@@ -44,6 +45,14 @@ class SessionMutation:
     async def login(self, info: Info, username: str, password: str) -> ViewerType:
         request = _http_request(info, "sign in")
         user = await aauthenticate(request, username=username, password=password)
+        if getattr(request, "axes_locked_out", False):
+            # Answered here, as GraphQL: django-axes' middleware would replace the answer.
+            request.axes_locked_out = False
+            minutes = round(settings.AXES_COOLOFF_TIME.total_seconds() / 60)
+            raise operation_error(
+                f"Too many failed sign-ins for this username or from this address: try again in {minutes} minutes.",
+                ErrorCode.TOO_MANY_ATTEMPTS,
+            )
         if user is None:
             raise operation_error(
                 "Wrong username or password, or the account is inactive.", ErrorCode.INVALID_CREDENTIALS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from pathlib import Path
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "catalog",
     "graph",  # its GraphiQL template and static files
     "accounts",  # after catalog: its post_migrate creates roles from the catalog's permissions
+    "axes",  # sign-in attempts, limited (below)
 ]
 
 MIDDLEWARE = [
@@ -74,7 +76,24 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "catalog.middleware.ActorMiddleware",
+    # Last, as django-axes asks: it answers a locked-out sign-in (the admin's) with 429. The
+    # `login` mutation answers its own, as GraphQL (graph.session).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Sign-in attempts (django-axes): failures are counted in the database, so every process
+# shares them. A client address or a username with SIGN_IN_FAILURE_LIMIT failures in a row is
+# refused for SIGN_IN_COOLOFF_MINUTES, whatever the password; a success resets its count.
+# Behind a proxy, run project.serve with --proxy-headers so that the address is the client's.
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.SignInLimit",  # first: it refuses before any password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("SIGN_IN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = dt.timedelta(minutes=float(os.environ.get("SIGN_IN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # its own log lines, once per attempt; the mutation's answer says enough
 
 ROOT_URLCONF = "project.urls"
 ASGI_APPLICATION = "project.asgi.application"
@@ -301,4 +320,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # django-axes logs every sign-in failure at INFO; its warnings (lockouts) still show.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
