@@ -31,7 +31,7 @@ from tests.support.faults import TcpProxy
 from tests.support.http import graphql, post_graphql
 from tests.support.polling import DEADLINE, apoll_until
 from tests.support.processes import ROOT, manage, server_env, serving
-from tests.support.websocket import TRANSPORT_WS, GraphQLWebSocket
+from tests.support.websocket import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, Close, GraphQLWebSocket
 
 # The PostgreSQL of `make test`'s second pass; these tests use a database of their own on it.
 POSTGRES = urlsplit(os.environ.get("SERVICES_DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/test")
@@ -437,8 +437,27 @@ async def test_an_open_socket_outlives_an_outage_and_checks_its_credentials_agai
         server.proxy.restore()
         # Revoked behind the service's back (no signal): only its own regular check can notice.
         direct("UPDATE accounts_apitoken SET revoked_at = now() WHERE digest = %s", digest(server.revocable_token))
-        code, _ = await socket.closed_with()  # daphne passes no close reason on
-        assert code == 4403
+        assert await socket.closed_with() == Close(4403, "The API token has been revoked.")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_socket_signing_in_while_the_database_is_unreachable_is_closed_with_4503_saying_why(
+    server: Server, protocol: str
+) -> None:
+    socket = GraphQLWebSocket(protocol, address=server.address, token=None, timeout=DEADLINE)
+    await socket.open()
+    server.proxy.cut()
+    try:
+        await socket.send({"type": "connection_init", "payload": {"authorization": f"Bearer {server.token}"}})
+        if protocol == LEGACY_WS:  # the legacy protocol's way to say why first
+            assert await socket.receive() == {
+                "type": "connection_error",
+                "payload": {"message": UNAVAILABLE_MESSAGE, "extensions": {"code": "unavailable"}},
+            }
+        assert await socket.closed_with() == Close(4503, UNAVAILABLE_MESSAGE)  # graphql-ws clients retry it
+    finally:
+        server.proxy.restore()
+        await socket.close()
 
 
 async def test_a_database_that_drops_packets_is_unavailable_after_the_connect_timeout_not_minutes(
