@@ -31,7 +31,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_application,
         # No session or auth middleware: the consumer reads the session cookie itself, only for
-        # a socket that signs in with it (see graph.websocket._session_key).
+        # a socket that signs in with it (see graph.signin.handshake_session_key).
         "websocket": URLRouter([re_path(r"^graphql/?$", graphql_websocket)]),
     }
 )

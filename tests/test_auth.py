@@ -356,14 +356,14 @@ async def test_a_mutation_over_a_session_socket_is_made_by_the_sessions_user(pro
 async def test_a_revocation_between_sign_in_and_listening_is_not_missed(
     protocol: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graph import websocket
+    from graph import signin
 
     def authenticate_then_revoke(authorization: object) -> ApiToken:
         token = bearer_authenticate(authorization)
         token_revoke(token=token)  # committed before the socket has joined its token's topic
         return token
 
-    monkeypatch.setattr(websocket, "bearer_authenticate", authenticate_then_revoke)
+    monkeypatch.setattr(signin, "bearer_authenticate", authenticate_then_revoke)
     secret = await sync_to_async(issue_token)("reader")
     await refused(protocol, {"authorization": f"Bearer {secret}"}, "The API token has been revoked.")
 
