@@ -147,16 +147,18 @@ class Cohort:
         await self._broadcast(outcome)
 
     async def _broadcast(self, outcome: Outcome) -> None:
-        sent = 0
+        sent, counter = 0, None
         for member in list(self.members):
             if member.floor is None:
                 member.backlog.append(outcome)  # admit() sends it, in order
-            elif _due(member, outcome, member.floor) and await deliver(member, outcome):
-                sent += 1
+            elif _due(member, outcome, member.floor) and await deliver(member, outcome, counted=False):
+                sent, counter = sent + 1, member.results
                 if sent % SENDS_BETWEEN_YIELDS == 0:
                     await asyncio.sleep(0)  # a writer's request waits for no more than this many sends
-        if sent and outcome.changed_at is not None:
-            DELIVERY_DELAY.observe(max(0.0, time.time() - outcome.changed_at))
+        if counter is not None:  # one metric update per broadcast: every member has the same field
+            counter.inc(sent)
+            if outcome.changed_at is not None:
+                DELIVERY_DELAY.observe(max(0.0, time.time() - outcome.changed_at))
 
     # --- Members
 
@@ -223,8 +225,11 @@ def _due(member: Member, outcome: Outcome, floor: int) -> bool:
     return True  # an error result that ends the run: for everyone
 
 
-async def deliver(member: Member, outcome: Outcome) -> bool:
-    """Send `member` one result, unless its operation has stopped; return whether it was sent."""
+async def deliver(member: Member, outcome: Outcome, *, counted: bool = True) -> bool:
+    """Send `member` one result, unless its operation has stopped; return whether it was sent.
+
+    `counted`: add it to the results metric (a broadcast counts its sends once, at its end).
+    """
     if member.stopped:
         return False
     if outcome.kind == "state":
@@ -234,7 +239,8 @@ async def deliver(member: Member, outcome: Outcome) -> bool:
     except Exception:  # the socket is going away: its operation ends with it
         logger.debug("A frame could not be sent", exc_info=True)
         return False
-    member.results.inc()
+    if counted:
+        member.results.inc()
     return True
 
 

@@ -179,9 +179,8 @@ class NodeRecipe:
         return run([self.node, str(self.script)], env, self.script.parent)
 
 
-@pytest.fixture(scope="module")
-def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
-    """Install the packages docs/clients.md pins into a new folder, and put the Node recipe there."""
+def _node_and_npm() -> tuple[str, str]:
+    """Return the node and npm executables (node 20 or later), or skip saying why (fail under REQUIRE_SERVICES)."""
     tools = {tool: shutil.which(tool) for tool in ("node", "npm")}
     if missing := [tool for tool, path in tools.items() if path is None]:
         _without_node(f"{' and '.join(missing)} not found on PATH")
@@ -189,12 +188,11 @@ def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 20:
         _without_node(f"node is {version}")
+    return node, npm
 
-    install = recipe("node-install").split()
-    assert install[:2] == ["npm", "install"]
-    packages = install[2:]
-    assert all(re.fullmatch(r"[\w@/.-]+@\d+\.\d+\.\d+", package) for package in packages), packages
-    folder = tmp_path_factory.mktemp("node-recipe")
+
+def _npm_install(npm: str, folder: Path, packages: list[str]) -> None:
+    """Install the pinned `packages` into `folder`; skip when the registry is out of reach."""
     installed = subprocess.run(
         [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", *packages],
         capture_output=True,
@@ -207,6 +205,18 @@ def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
         if code and code[1] in OFFLINE:
             _without_node(f"npm install could not reach the registry ({code[1]})")
         pytest.fail(f"npm install {' '.join(packages)} failed:\n{installed.stderr}")
+
+
+@pytest.fixture(scope="module")
+def node_recipe(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
+    """Install the packages docs/clients.md pins into a new folder, and put the Node recipe there."""
+    node, npm = _node_and_npm()
+    install = recipe("node-install").split()
+    assert install[:2] == ["npm", "install"]
+    packages = install[2:]
+    assert all(re.fullmatch(r"[\w@/.-]+@\d+\.\d+\.\d+", package) for package in packages), packages
+    folder = tmp_path_factory.mktemp("node-recipe")
+    _npm_install(npm, folder, packages)
     script = folder / "catalog-client.mjs"
     script.write_text(recipe("node"))
     follow = folder / "catalog-follow.mjs"
@@ -360,22 +370,9 @@ console.log(JSON.stringify(results.map((r) => ({ name: r.name, status: r.status,
 @pytest.fixture(scope="module")
 def audit_script(tmp_path_factory: pytest.TempPathFactory) -> NodeRecipe:
     """Install graphql-http (the spec's reference implementation) and its audit script into a new folder."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _without_node("node or npm not found on PATH")
+    node, npm = _node_and_npm()
     folder = tmp_path_factory.mktemp("graphql-http-audit")
-    installed = subprocess.run(
-        [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", *AUDIT_PACKAGES],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-    )
-    if installed.returncode != 0:
-        code = re.search(r"^npm error code (\w+)", installed.stderr, re.M)
-        if code and code[1] in OFFLINE:
-            _without_node(f"npm install could not reach the registry ({code[1]})")
-        pytest.fail(f"npm install {' '.join(AUDIT_PACKAGES)} failed:\n{installed.stderr}")
+    _npm_install(npm, folder, AUDIT_PACKAGES)
     script = folder / "audit.mjs"
     script.write_text(AUDIT)
     return NodeRecipe(node=node, script=script)
